@@ -1,1 +1,161 @@
-fn main(){}
+//! The `kks-switch` command line: parse arguments, load configuration, call
+//! into the library. See INTERFACE §8 and README.md.
+
+use clap::{Args, Parser, Subcommand};
+use kks_switch::config::Config;
+use kks_switch::iso8583::Framing;
+use kks_switch::logging::{self, LogFormat};
+use kks_switch::switch::{self, NoIssuer};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "kks-switch",
+    version,
+    about = "ISO 8583 issuer host for the KKS welfare card"
+)]
+struct Cli {
+    /// Configuration file (TOML); flags override its values.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Ledger database: sqlite://PATH or postgres://...
+    #[arg(long, global = true)]
+    db: Option<String>,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Answer ISO 8583 on --listen; prints "listening on ADDR" when ready.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Length header: 2b or 4a.
+    #[arg(long)]
+    framing: Option<Framing>,
+    /// Most connections served at once.
+    #[arg(long)]
+    connections_max: Option<usize>,
+    /// Close connections idle for this many milliseconds.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kks-switch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(db) = cli.db {
+        cfg.store.db = db;
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    logging::init(cfg.log.format, &cfg.log.filter);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kks-switch: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.cmd {
+        Cmd::Serve(a) => {
+            if let Some(v) = a.listen {
+                cfg.server.listen = v;
+            }
+            if let Some(v) = a.framing {
+                cfg.server.framing = v;
+            }
+            if let Some(v) = a.connections_max {
+                cfg.server.connections_max = v;
+            }
+            if let Some(v) = a.idle_timeout_ms {
+                cfg.server.idle_timeout_ms = v;
+            }
+            if let Err(e) = cfg.check() {
+                eprintln!("kks-switch: {e}");
+                return ExitCode::from(2);
+            }
+            rt.block_on(serve(cfg))
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&cfg.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kks-switch: cannot listen on {}: {e}", cfg.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kks-switch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tracing::info!(%addr, framing = ?cfg.server.framing, "serving; no ledger attached, financial requests are answered 91");
+    println!("listening on {addr}");
+    let _ = std::io::stdout().flush();
+    match switch::serve(listener, cfg.server, Arc::new(NoIssuer), shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kks-switch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancel on SIGINT or SIGTERM: stop accepting, finish in-flight work.
+async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing in-flight work");
+    token.cancel();
+}

@@ -1,0 +1,172 @@
+//! Configuration: a TOML file (`--config FILE`) whose every option has a
+//! default, overridden by command-line flags. `config.example.toml` at the
+//! repository root lists each option with its default and the reason for it;
+//! a test keeps the two in step.
+
+use crate::iso8583::Framing;
+use crate::logging::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Everything the host can be told.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+/// The ISO 8583 listener and its limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Length header: "2b" (2-byte binary) or "4a" (4 ASCII digits).
+    pub framing: Framing,
+    /// Most connections served at once; further ones wait in the accept backlog.
+    pub connections_max: usize,
+    /// A connection with no complete frame for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Most requests in flight on one connection; reading pauses beyond it.
+    pub in_flight_per_connection_max: usize,
+    /// On SIGINT/SIGTERM, how long in-flight work may take before exit.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8583".into(),
+            framing: Framing::TwoByte,
+            connections_max: 10_000,
+            idle_timeout_ms: 300_000,
+            in_flight_per_connection_max: 1024,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Where the ledger lives.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (embedded default) or `postgres://...`.
+    pub db: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            db: "sqlite://kks.db".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// "human" or "json".
+    pub format: LogFormat,
+    /// Filter in RUST_LOG syntax; the RUST_LOG variable overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names the file in errors (toml's message
+    /// carries the line and the key).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Read a config file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Reject values that cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.connections_max == 0 {
+            return Err(ConfigError::Invalid(
+                "server.connections_max must be at least 1".into(),
+            ));
+        }
+        if s.in_flight_per_connection_max == 0 {
+            return Err(ConfigError::Invalid(
+                "server.in_flight_per_connection_max must be at least 1".into(),
+            ));
+        }
+        if s.idle_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.idle_timeout_ms must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_matches_defaults() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::from_toml(text, "config.example.toml").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = Config::from_toml("[server]\nconnections_max = \"many\"\n", "x.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("x.toml") && m.contains("line 2") && m.contains("connections_max"),
+            "{m}"
+        );
+        let e = Config::from_toml("[server]\nlisten_addr = \"x\"\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+        let e = Config::from_toml("[server]\nframing = \"3x\"\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("framing"), "{e}");
+    }
+}

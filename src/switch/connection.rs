@@ -1,0 +1,107 @@
+//! One connection: a reader loop that decodes frames in arrival order and a
+//! writer task that sends responses as they become ready (out of order
+//! allowed; clients match on MTI class + DE11 + DE41). A per-connection
+//! semaphore bounds requests in flight, so a client that never reads its
+//! responses stops being read instead of growing memory.
+
+use super::handler::{handle, Authorizer, Reply};
+use crate::config::ServerConfig;
+use crate::iso8583::FrameCodec;
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Responses buffered to the writer before it flushes.
+const WRITE_BATCH_MAX: usize = 64;
+
+pub(crate) struct Connection<A> {
+    pub cfg: Arc<ServerConfig>,
+    pub auth: Arc<A>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub peer: String,
+}
+
+impl<A: Authorizer> Connection<A> {
+    pub async fn run(self, stream: TcpStream) {
+        let codec = FrameCodec::new(self.cfg.framing);
+        let (rd, wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, codec);
+        let in_flight_max = self.cfg.in_flight_per_connection_max;
+        let (tx, mut rx) = mpsc::channel::<BytesMut>(in_flight_max);
+        let peer = self.peer.clone();
+        let writer = tokio::spawn(async move {
+            let mut sink = FramedWrite::new(wr, codec);
+            let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
+            while rx.recv_many(&mut batch, WRITE_BATCH_MAX).await > 0 {
+                for m in batch.drain(..) {
+                    if let Err(e) = sink.feed(m).await {
+                        tracing::debug!(peer, error = %e, "write failed; closing");
+                        return;
+                    }
+                }
+                if SinkExt::<BytesMut>::flush(&mut sink).await.is_err() {
+                    return;
+                }
+            }
+            let _ = SinkExt::<BytesMut>::close(&mut sink).await;
+        });
+        let in_flight = Arc::new(Semaphore::new(in_flight_max));
+        let idle = Duration::from_millis(self.cfg.idle_timeout_ms);
+        tracing::debug!(peer = %self.peer, "connection opened");
+        loop {
+            let permit = match in_flight.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = tokio::time::timeout(idle, reader.next()) => r,
+            };
+            let frame = match next {
+                Err(_) => {
+                    tracing::info!(peer = %self.peer, idle_ms = self.cfg.idle_timeout_ms, "idle timeout; closing");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "bad frame; closing connection");
+                    break;
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            match handle(&*self.auth, frame, &self.peer).await {
+                Reply::Now(resp) => {
+                    drop(permit);
+                    if tx.send(resp).await.is_err() {
+                        break;
+                    }
+                }
+                Reply::Later(fut) => {
+                    let tx = tx.clone();
+                    self.tracker.spawn(async move {
+                        let resp = fut.await;
+                        let _ = tx.send(resp).await;
+                        drop(permit);
+                    });
+                }
+                Reply::Nothing => drop(permit),
+                Reply::Close(e) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "unparseable message; closing connection");
+                    break;
+                }
+            }
+        }
+        // Answer what is in flight, then close: dropping our sender lets the
+        // writer finish once every pending response has been sent.
+        drop(tx);
+        let _ = writer.await;
+        tracing::debug!(peer = %self.peer, "connection closed");
+    }
+}
