@@ -243,8 +243,8 @@ impl<B: AsRef<[u8]>> Message<B> {
     }
 
     /// Present data elements in ascending order (DE1 included when set).
-    pub fn present(&self) -> impl Iterator<Item = u8> + '_ {
-        (1..=128u8).filter(move |&n| self.bitmap & bit(n) != 0)
+    pub fn present(&self) -> Present {
+        Present(self.bitmap)
     }
 
     /// The raw value of DE`n` (without its length prefix).
@@ -289,6 +289,23 @@ impl<B: AsRef<[u8]>> Message<B> {
             .filter_map(|n| self.get(n).map(|v| (n, v.to_vec())))
             .collect();
         Fields { mti, fields }
+    }
+}
+
+/// Iterator over the set bits of a bitmap as DE numbers, ascending.
+#[derive(Clone, Copy, Debug)]
+pub struct Present(u128);
+
+impl Iterator for Present {
+    type Item = u8;
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        if self.0 == 0 {
+            return None;
+        }
+        let n = (self.0.leading_zeros() + 1) as u8;
+        self.0 &= !bit(n);
+        Some(n)
     }
 }
 
