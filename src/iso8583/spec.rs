@@ -41,17 +41,17 @@ impl LenKind {
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Digits.
-    N,
+    N = 0,
     /// Letters, digits, space.
-    An,
+    An = 1,
     /// Printable ASCII.
-    Ans,
+    Ans = 2,
     /// Track-2 characters: digits, `=`, `D`.
-    Z,
+    Z = 3,
     /// `C`/`D` sign followed by digits.
-    Xn,
+    Xn = 4,
     /// Raw bytes.
-    B,
+    B = 5,
 }
 
 impl fmt::Display for Class {
@@ -72,25 +72,42 @@ impl Class {
     #[inline]
     pub fn first_invalid(self, value: &[u8]) -> Option<usize> {
         match self {
-            Class::N => value.iter().position(|b| !b.is_ascii_digit()),
-            Class::An => value
-                .iter()
-                .position(|b| !(b.is_ascii_alphanumeric() || *b == b' ')),
-            Class::Ans => value.iter().position(|b| !(0x20..=0x7E).contains(b)),
-            Class::Z => value
-                .iter()
-                .position(|b| !(b.is_ascii_digit() || *b == b'=' || *b == b'D')),
+            Class::B => None,
             Class::Xn => match value.first() {
                 None => None,
                 Some(b'C' | b'D') => value[1..]
                     .iter()
-                    .position(|b| !b.is_ascii_digit())
+                    .position(|&b| !ALLOWED[Class::N as usize][b as usize])
                     .map(|i| i + 1),
                 Some(_) => Some(0),
             },
-            Class::B => None,
+            c => {
+                let table = &ALLOWED[c as usize];
+                value.iter().position(|&b| !table[b as usize])
+            }
         }
     }
+}
+
+/// Per-class byte tables (indexed by `Class as usize`), built at compile
+/// time, so a content check is one load per byte.
+static ALLOWED: [[bool; 256]; 6] = build_tables();
+
+const fn build_tables() -> [[bool; 256]; 6] {
+    let mut t = [[false; 256]; 6];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let digit = c.is_ascii_digit();
+        t[Class::N as usize][b] = digit;
+        t[Class::An as usize][b] = c.is_ascii_alphanumeric() || c == b' ';
+        t[Class::Ans as usize][b] = c >= 0x20 && c <= 0x7E;
+        t[Class::Z as usize][b] = digit || c == b'=' || c == b'D';
+        t[Class::Xn as usize][b] = digit;
+        t[Class::B as usize][b] = true;
+        b += 1;
+    }
+    t
 }
 
 /// One field definition as compiled for lookup.

@@ -1,0 +1,28 @@
+-- Journal: one row per batch (its commands, for replay) and one row per
+-- posting (for audit and reports); checkpoints of each bank's ledger.
+CREATE TABLE ledger_batches (
+    bank     INTEGER NOT NULL,
+    batch    INTEGER NOT NULL,
+    ts       INTEGER NOT NULL,
+    commands BLOB    NOT NULL,
+    PRIMARY KEY (bank, batch)
+) WITHOUT ROWID;
+
+CREATE TABLE ledger_postings (
+    bank    INTEGER NOT NULL,
+    id      INTEGER NOT NULL,
+    batch   INTEGER NOT NULL,
+    cmd     INTEGER NOT NULL,
+    debit   INTEGER NOT NULL,
+    credit  INTEGER NOT NULL,
+    amount  INTEGER NOT NULL,
+    kind    INTEGER NOT NULL,
+    PRIMARY KEY (bank, id)
+) WITHOUT ROWID;
+
+CREATE TABLE ledger_checkpoints (
+    bank   INTEGER NOT NULL PRIMARY KEY,
+    batch  INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    body   BLOB    NOT NULL
+);

@@ -1,0 +1,384 @@
+//! Storage through sqlx: the embedded SQLite file by default (WAL,
+//! `synchronous=FULL`) and PostgreSQL for scale (`synchronous_commit=on`).
+//! SQL lives here and nowhere else; migrations are embedded per backend.
+//!
+//! What is stored (see `migrations/`):
+//! - `ledger_batches`: per bank, every applied batch's commands (postcard
+//!   bytes) and timestamp. Replaying them in order rebuilds the ledger.
+//! - `ledger_postings`: every posting, one row each, written in the same
+//!   transaction as its batch, so `audit` can re-derive balances.
+//! - `ledger_checkpoints`: per bank, the latest ledger snapshot and the
+//!   batch it includes; start-up loads it and replays the batches after it.
+//!
+//! A group of batches (several banks' batches included) is made durable in
+//! one transaction: that is the group commit the shards wait on.
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Rows per multi-row INSERT on SQLite (8 integers a row).
+const SQLITE_ROWS_PER_INSERT: usize = 2000;
+
+/// One posting as journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostingRow {
+    pub id: u64,
+    pub cmd: u32,
+    pub debit: u64,
+    pub credit: u64,
+    pub amount: u64,
+    pub kind: i16,
+}
+
+/// One bank's applied batch, ready to be made durable.
+#[derive(Clone, Debug, Default)]
+pub struct JournalBatch {
+    /// Bank code (2, 8, 9, 200, 451).
+    pub bank: u16,
+    /// The ledger's batch sequence number.
+    pub batch: u64,
+    /// The timestamp the batch was applied with (unix seconds).
+    pub ts: u64,
+    /// The batch's commands, encoded for replay.
+    pub commands: Vec<u8>,
+    /// Its postings.
+    pub postings: Vec<PostingRow>,
+}
+
+/// A stored batch read back for replay.
+#[derive(Clone, Debug)]
+pub struct StoredBatch {
+    pub batch: u64,
+    pub ts: u64,
+    pub commands: Vec<u8>,
+}
+
+/// A stored checkpoint.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub batch: u64,
+    pub ts: u64,
+    pub body: Vec<u8>,
+}
+
+/// Storage failures. Messages carry no row contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL must start with sqlite:// or postgres://")]
+    BadUrl,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connected, migrated store.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Connect and run the embedded migrations. SQLite files are created
+    /// when missing.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .pragma("cache_size", "-65536");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::BadUrl)
+        }
+    }
+
+    /// Make a group of batches durable in one transaction.
+    pub async fn append(&self, group: &[JournalBatch]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut sql = String::with_capacity(64 * SQLITE_ROWS_PER_INSERT);
+                for b in group {
+                    sqlx::query("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES (?, ?, ?, ?)")
+                        .bind(b.bank as i64)
+                        .bind(b.batch as i64)
+                        .bind(b.ts as i64)
+                        .bind(&b.commands[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    for chunk in b.postings.chunks(SQLITE_ROWS_PER_INSERT) {
+                        // Integers only, written as literals: one parse per
+                        // chunk and no statement-cache churn.
+                        sql.clear();
+                        sql.push_str("INSERT INTO ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) VALUES ");
+                        for (i, p) in chunk.iter().enumerate() {
+                            if i > 0 {
+                                sql.push(',');
+                            }
+                            let _ = write!(
+                                sql,
+                                "({},{},{},{},{},{},{},{})",
+                                b.bank, p.id, b.batch, p.cmd, p.debit, p.credit, p.amount, p.kind
+                            );
+                        }
+                        sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for b in group {
+                    sqlx::query("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES ($1, $2, $3, $4)")
+                        .bind(b.bank as i32)
+                        .bind(b.batch as i64)
+                        .bind(b.ts as i64)
+                        .bind(&b.commands[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    if b.postings.is_empty() {
+                        continue;
+                    }
+                    let n = b.postings.len();
+                    let (mut id, mut cmd, mut debit, mut credit, mut amount, mut kind) = (
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                    );
+                    for p in &b.postings {
+                        id.push(p.id as i64);
+                        cmd.push(p.cmd as i32);
+                        debit.push(p.debit as i64);
+                        credit.push(p.credit as i64);
+                        amount.push(p.amount as i64);
+                        kind.push(p.kind);
+                    }
+                    sqlx::query(
+                        "INSERT INTO ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) \
+                         SELECT $1, u.id, $2, u.cmd, u.debit, u.credit, u.amount, u.kind \
+                         FROM UNNEST($3::int8[], $4::int4[], $5::int8[], $6::int8[], $7::int8[], $8::int2[]) \
+                         AS u(id, cmd, debit, credit, amount, kind)",
+                    )
+                    .bind(b.bank as i32)
+                    .bind(b.batch as i64)
+                    .bind(id)
+                    .bind(cmd)
+                    .bind(debit)
+                    .bind(credit)
+                    .bind(amount)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Replace a bank's checkpoint.
+    pub async fn save_checkpoint(&self, bank: u16, cp: &Checkpoint) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, body = excluded.body",
+                )
+                .bind(bank as i64)
+                .bind(cp.batch as i64)
+                .bind(cp.ts as i64)
+                .bind(&cp.body[..])
+                .execute(pool)
+                .await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, body = excluded.body",
+                )
+                .bind(bank as i32)
+                .bind(cp.batch as i64)
+                .bind(cp.ts as i64)
+                .bind(&cp.body[..])
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A bank's latest checkpoint.
+    pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
+        let row = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("SELECT batch, ts, body FROM ledger_checkpoints WHERE bank = ?")
+                    .bind(bank as i64)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|r| {
+                        (
+                            r.get::<i64, _>(0),
+                            r.get::<i64, _>(1),
+                            r.get::<Vec<u8>, _>(2),
+                        )
+                    })
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT batch, ts, body FROM ledger_checkpoints WHERE bank = $1")
+                    .bind(bank as i32)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|r| {
+                        (
+                            r.get::<i64, _>(0),
+                            r.get::<i64, _>(1),
+                            r.get::<Vec<u8>, _>(2),
+                        )
+                    })
+            }
+        };
+        Ok(row.map(|(batch, ts, body)| Checkpoint {
+            batch: batch as u64,
+            ts: ts as u64,
+            body,
+        }))
+    }
+
+    /// Up to `limit` of a bank's batches with sequence number ≥ `from`, in order.
+    pub async fn batches_from(
+        &self,
+        bank: u16,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredBatch>, StoreError> {
+        let rows = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("SELECT batch, ts, commands FROM ledger_batches WHERE bank = ? AND batch >= ? ORDER BY batch LIMIT ?")
+                    .bind(bank as i64)
+                    .bind(from as i64)
+                    .bind(limit as i64)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<Vec<u8>, _>(2)))
+                    .collect::<Vec<_>>()
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT batch, ts, commands FROM ledger_batches WHERE bank = $1 AND batch >= $2 ORDER BY batch LIMIT $3")
+                    .bind(bank as i32)
+                    .bind(from as i64)
+                    .bind(limit as i64)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<Vec<u8>, _>(2)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(batch, ts, commands)| StoredBatch {
+                batch: batch as u64,
+                ts: ts as u64,
+                commands,
+            })
+            .collect())
+    }
+
+    /// Every account's balance as the postings journal says: (bank, account,
+    /// credits − debits). Used by `audit` to re-derive balances.
+    pub async fn derived_balances(&self) -> Result<Vec<(u16, u64, i128)>, StoreError> {
+        const SQL: &str = "SELECT bank, account, SUM(delta) FROM ( \
+             SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
+             UNION ALL SELECT bank, debit AS account, -amount AS delta FROM ledger_postings \
+           ) t GROUP BY bank, account ORDER BY bank, account";
+        let rows = match self {
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0) as u16,
+                        r.get::<i64, _>(1) as u64,
+                        r.get::<i64, _>(2) as i128,
+                    )
+                })
+                .collect(),
+            Store::Postgres(pool) => {
+                const PG: &str = "SELECT bank, account, SUM(delta)::text FROM ( \
+                     SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
+                     UNION ALL SELECT bank, debit AS account, -amount AS delta FROM ledger_postings \
+                   ) t GROUP BY bank, account ORDER BY bank, account";
+                sqlx::query(PG)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        let s: String = r.get(2);
+                        (
+                            r.get::<i32, _>(0) as u16,
+                            r.get::<i64, _>(1) as u64,
+                            s.parse::<i128>().unwrap_or(i128::MAX),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Posting count and the highest posting id + 1 per bank (gapless check).
+    pub async fn posting_counts(&self) -> Result<Vec<(u16, u64, u64)>, StoreError> {
+        let rows = match self {
+            Store::Sqlite(pool) => sqlx::query("SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank ORDER BY bank")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+                .collect(),
+            Store::Postgres(pool) => sqlx::query("SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank ORDER BY bank")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+                .collect(),
+        };
+        Ok(rows)
+    }
+
+    /// Close the pool (flushes SQLite's WAL state cleanly).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+}
