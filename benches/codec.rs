@@ -46,7 +46,9 @@ fn bench(c: &mut Criterion) {
     let msg = out.split().freeze();
     let mut g = c.benchmark_group("iso8583_0200");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decode+validate", |b| b.iter(|| black_box(decode(black_box(&msg)))));
+    g.bench_function("decode+validate", |b| {
+        b.iter(|| black_box(decode(black_box(&msg))))
+    });
     g.bench_function("encode", |b| {
         b.iter(|| {
             out.clear();
