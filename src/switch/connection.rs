@@ -36,32 +36,52 @@ impl<A: Authorizer> Connection<A> {
         let in_flight_max = self.cfg.in_flight_per_connection_max;
         let (tx, mut rx) = mpsc::channel::<BytesMut>(in_flight_max);
         let peer = self.peer.clone();
+        let idle = Duration::from_millis(self.cfg.idle_timeout_ms);
+        // A client that stops reading its responses cannot hold the
+        // connection forever: a write that makes no progress for the idle
+        // timeout closes it (and unblocks the reader below).
+        let stalled = CancellationToken::new();
+        let stalled_w = stalled.clone();
         let writer = tokio::spawn(async move {
             let mut sink = FramedWrite::new(wr, codec);
             let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
             while rx.recv_many(&mut batch, WRITE_BATCH_MAX).await > 0 {
-                for m in batch.drain(..) {
-                    if let Err(e) = sink.feed(m).await {
+                let write_all = async {
+                    for m in batch.drain(..) {
+                        sink.feed(m).await?;
+                    }
+                    SinkExt::<BytesMut>::flush(&mut sink).await
+                };
+                match tokio::time::timeout(idle, write_all).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
                         tracing::debug!(peer, error = %e, "write failed; closing");
+                        stalled_w.cancel();
                         return;
                     }
-                }
-                if SinkExt::<BytesMut>::flush(&mut sink).await.is_err() {
-                    return;
+                    Err(_) => {
+                        tracing::info!(peer, "client not reading its responses; closing");
+                        stalled_w.cancel();
+                        return;
+                    }
                 }
             }
             let _ = SinkExt::<BytesMut>::close(&mut sink).await;
         });
         let in_flight = Arc::new(Semaphore::new(in_flight_max));
-        let idle = Duration::from_millis(self.cfg.idle_timeout_ms);
         tracing::debug!(peer = %self.peer, "connection opened");
         loop {
-            let permit = match in_flight.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => break,
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = stalled.cancelled() => break,
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let next = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
+                _ = stalled.cancelled() => break,
                 r = tokio::time::timeout(idle, reader.next()) => r,
             };
             let frame = match next {
@@ -79,7 +99,11 @@ impl<A: Authorizer> Connection<A> {
             match handle(&*self.auth, frame, &self.peer).await {
                 Reply::Now(resp) => {
                     drop(permit);
-                    if tx.send(resp).await.is_err() {
+                    let sent = tokio::select! {
+                        _ = stalled.cancelled() => false,
+                        r = tx.send(resp) => r.is_ok(),
+                    };
+                    if !sent {
                         break;
                     }
                 }
