@@ -108,7 +108,7 @@ impl<B: AsRef<[u8]>> Message<B> {
         }
     }
 
-    /// DE2, the PAN digits (mask before logging: [`crate::logging::mask_pan`]).
+    /// DE2, the PAN digits (mask before logging: [`crate::pan::mask_pan_bytes`]).
     pub fn pan(&self) -> Option<&str> {
         self.get_str(de::PAN)
     }

@@ -6,7 +6,7 @@
 
 use super::respond::{respond, Added};
 use crate::iso8583::{de, Message};
-use crate::logging::mask_pan;
+use crate::pan::mask_pan_bytes as mask_pan;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
