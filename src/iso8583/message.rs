@@ -9,7 +9,7 @@
 //! here is answered with DE39 30, echoing DE11 and DE41).
 
 use super::error::{Error, ErrorKind, Part};
-use super::spec::{default_spec, Class, LenKind, Spec};
+use super::spec::{default_spec, LenKind, Spec};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -35,6 +35,9 @@ pub const fn bit(n: u8) -> u128 {
 pub struct Message<B> {
     buf: B,
     bitmap: u128,
+    /// The first content-class error, found during decode while the bytes
+    /// are in cache; reported by [`Message::validate`].
+    content: Option<Error>,
     spans: [Span; 129],
 }
 
@@ -71,6 +74,7 @@ impl<B: AsRef<[u8]>> Message<B> {
     }
 
     /// Decode with a given field table.
+    #[inline]
     pub fn decode_with(spec: &Spec, buf: B) -> Result<Self, Error> {
         let b = buf.as_ref();
         if b.len() > MESSAGE_BYTES_MAX {
@@ -101,6 +105,7 @@ impl<B: AsRef<[u8]>> Message<B> {
         let primary = u64::from_be_bytes(b[4..12].try_into().unwrap_or([0; 8]));
         let mut bitmap = (primary as u128) << 64;
         let mut spans = [Span::default(); 129];
+        let mut content = None;
         let mut pos = 12usize;
         if bitmap & bit(1) != 0 {
             if b.len() < 20 {
@@ -169,6 +174,19 @@ impl<B: AsRef<[u8]>> Message<B> {
                 start: pos as u16,
                 len: len as u16,
             };
+            if content.is_none() {
+                let v = &b[pos..pos + len];
+                if let Some(i) = def.class.first_invalid(v) {
+                    content = Some(Error::new(
+                        ErrorKind::BadChar {
+                            byte: v[i],
+                            class: def.class,
+                        },
+                        Part::Field(n),
+                        pos + i,
+                    ));
+                }
+            }
             pos += len;
         }
         if pos < b.len() {
@@ -180,37 +198,23 @@ impl<B: AsRef<[u8]>> Message<B> {
                 pos,
             ));
         }
-        Ok(Message { buf, bitmap, spans })
+        Ok(Message {
+            buf,
+            bitmap,
+            content,
+            spans,
+        })
     }
 
-    /// Check every present field against its content class. The first
-    /// offending field is reported with the offset of the offending byte.
+    /// Check every present field against its content class (with the
+    /// table the message was decoded with). The first offending field is
+    /// reported with the offset of the offending byte.
+    #[inline]
     pub fn validate(&self) -> Result<(), Error> {
-        self.validate_with(default_spec())
-    }
-
-    /// [`Message::validate`] with a given field table.
-    pub fn validate_with(&self, spec: &Spec) -> Result<(), Error> {
-        let b = self.buf.as_ref();
-        for n in self.present() {
-            let def = spec.field(n);
-            if def.class == Class::B {
-                continue;
-            }
-            let s = self.spans[n as usize];
-            let v = &b[s.start as usize..(s.start + s.len) as usize];
-            if let Some(i) = def.class.first_invalid(v) {
-                return Err(Error::new(
-                    ErrorKind::BadChar {
-                        byte: v[i],
-                        class: def.class,
-                    },
-                    Part::Field(n),
-                    s.start as usize + i,
-                ));
-            }
+        match self.content {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The whole message bytes.
