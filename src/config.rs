@@ -14,6 +14,7 @@ use std::path::Path;
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    pub shards: crate::shard::ShardConfig,
     pub log: LogConfig,
 }
 

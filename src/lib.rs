@@ -8,10 +8,14 @@
 //! - [`config`]: TOML configuration with CLI overrides; every option named and documented.
 //! - [`logging`]: tracing subscriber set-up (human or JSON).
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
+pub mod audit;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod iso8583;
+pub mod ledger;
 pub mod logging;
 pub mod pan;
+pub mod shard;
 pub mod storage;
 pub mod switch;

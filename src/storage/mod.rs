@@ -51,6 +51,18 @@ pub struct JournalBatch {
     pub postings: Vec<PostingRow>,
 }
 
+/// A posting read back for audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredPosting {
+    pub batch: u64,
+    pub id: u64,
+    pub cmd: u32,
+    pub debit: u64,
+    pub credit: u64,
+    pub amount: u64,
+    pub kind: i16,
+}
+
 /// A stored batch read back for replay.
 #[derive(Clone, Debug)]
 pub struct StoredBatch {
@@ -116,12 +128,24 @@ impl Store {
     }
 
     /// Make a group of batches durable in one transaction.
-    pub async fn append(&self, group: &[JournalBatch]) -> Result<(), StoreError> {
+    ///
+    /// Boxed so that callers can spawn it: sqlx's executor bounds are
+    /// higher-ranked and do not survive into an `impl Future` otherwise.
+    pub fn append<'a>(
+        &'a self,
+        group: &'a [JournalBatch],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>
+    {
+        Box::pin(self.append_inner(group))
+    }
+
+    async fn append_inner(&self, group: &[JournalBatch]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let mut sql = String::with_capacity(64 * SQLITE_ROWS_PER_INSERT);
-                for b in group {
+                for bi in 0..group.len() {
+                    let b = &group[bi];
                     sqlx::query("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES (?, ?, ?, ?)")
                         .bind(b.bank as i64)
                         .bind(b.batch as i64)
@@ -129,12 +153,17 @@ impl Store {
                         .bind(&b.commands[..])
                         .execute(&mut *tx)
                         .await?;
-                    for chunk in b.postings.chunks(SQLITE_ROWS_PER_INSERT) {
+                    let mut at = 0;
+                    while at < b.postings.len() {
+                        let chunk =
+                            &b.postings[at..(at + SQLITE_ROWS_PER_INSERT).min(b.postings.len())];
+                        at += chunk.len();
                         // Integers only, written as literals: one parse per
                         // chunk and no statement-cache churn.
                         sql.clear();
                         sql.push_str("INSERT INTO ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) VALUES ");
-                        for (i, p) in chunk.iter().enumerate() {
+                        for i in 0..chunk.len() {
+                            let p = &chunk[i];
                             if i > 0 {
                                 sql.push(',');
                             }
@@ -144,7 +173,10 @@ impl Store {
                                 b.bank, p.id, b.batch, p.cmd, p.debit, p.credit, p.amount, p.kind
                             );
                         }
-                        sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+                        sqlx::query(&sql)
+                            .persistent(false)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -152,7 +184,8 @@ impl Store {
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                for b in group {
+                for bi in 0..group.len() {
+                    let b = &group[bi];
                     sqlx::query("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES ($1, $2, $3, $4)")
                         .bind(b.bank as i32)
                         .bind(b.batch as i64)
@@ -370,6 +403,55 @@ impl Store {
                 .into_iter()
                 .map(|r| (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
                 .collect(),
+        };
+        Ok(rows)
+    }
+
+    /// A bank's postings with batch ≥ `from_batch`, in id order (for audit).
+    pub async fn postings_from(
+        &self,
+        bank: u16,
+        from_batch: u64,
+    ) -> Result<Vec<StoredPosting>, StoreError> {
+        const COLS: &str =
+            "SELECT batch, id, cmd, debit, credit, amount, kind FROM ledger_postings";
+        let rows = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(&format!("{COLS} WHERE bank = ? AND batch >= ? ORDER BY id"))
+                    .bind(bank as i64)
+                    .bind(from_batch as i64)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| StoredPosting {
+                        batch: r.get::<i64, _>(0) as u64,
+                        id: r.get::<i64, _>(1) as u64,
+                        cmd: r.get::<i64, _>(2) as u32,
+                        debit: r.get::<i64, _>(3) as u64,
+                        credit: r.get::<i64, _>(4) as u64,
+                        amount: r.get::<i64, _>(5) as u64,
+                        kind: r.get::<i64, _>(6) as i16,
+                    })
+                    .collect()
+            }
+            Store::Postgres(pool) => sqlx::query(&format!(
+                "{COLS} WHERE bank = $1 AND batch >= $2 ORDER BY id"
+            ))
+            .bind(bank as i32)
+            .bind(from_batch as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| StoredPosting {
+                batch: r.get::<i64, _>(0) as u64,
+                id: r.get::<i64, _>(1) as u64,
+                cmd: r.get::<i32, _>(2) as u32,
+                debit: r.get::<i64, _>(3) as u64,
+                credit: r.get::<i64, _>(4) as u64,
+                amount: r.get::<i64, _>(5) as u64,
+                kind: r.get::<i16, _>(6),
+            })
+            .collect(),
         };
         Ok(rows)
     }

@@ -1,0 +1,269 @@
+//! `kks-switch audit`: re-derive every balance from the journal and check
+//! the ledger's invariants, independently of the running host.
+//!
+//! Checks, per bank:
+//! 1. the ledger rebuilt from checkpoint + journal passes
+//!    [`Ledger::check_invariants`] (postings balance, no wallet below zero,
+//!    accounts sum to zero);
+//! 2. every account's balance equals credits − debits summed over the
+//!    postings table (the journal of postings, independent of checkpoints);
+//! 3. the postings journal sums to zero and its ids are gapless;
+//! 4. one effect per key: every idempotency key's postings come from one
+//!    command, and no original is reversed twice.
+
+use crate::ledger::{AccountKind, Command, Ledger, LedgerConfig, PostingKind, Program};
+use crate::shard::{decode_commands, recover};
+use crate::storage::Store;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// One broken rule, with ids (never a full PAN).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    pub bank: u16,
+    pub what: String,
+}
+
+/// Per-card figures for load tools (`audit --json`).
+#[derive(Clone, Debug, Serialize, Default, PartialEq, Eq)]
+pub struct CardFigures {
+    pub pan: String,
+    pub bank: u16,
+    pub pkh_balance: i64,
+    pub bpnt_balance: i64,
+    /// Sum of approved purchases posted from this card's wallets (gross).
+    pub purchases: u64,
+    /// Sum of approved cash withdrawals posted (gross).
+    pub withdrawals: u64,
+    /// Sum given back to this card by reversals.
+    pub reversed: u64,
+    /// Sum of disbursement credits.
+    pub credits: u64,
+}
+
+/// What `audit` found.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Report {
+    pub banks: Vec<BankSummary>,
+    pub violations: Vec<Violation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cards: Vec<CardFigures>,
+}
+
+/// Totals per bank.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct BankSummary {
+    pub bank: u16,
+    pub batches: u64,
+    pub postings: u64,
+    pub accounts: u64,
+    pub cards: u64,
+    pub wallet_total: i64,
+    pub keys: u64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Run every check on `store` for `banks`. `with_cards` fills per-card figures.
+pub async fn audit(
+    store: &Store,
+    configs: &[LedgerConfig],
+    with_cards: bool,
+) -> Result<Report, crate::shard::ShardError> {
+    let mut report = Report::default();
+    let derived = store.derived_balances().await?;
+    let counts = store.posting_counts().await?;
+    let mut derived_by_bank: HashMap<u16, BTreeMap<u64, i128>> = HashMap::new();
+    for (bank, account, bal) in derived {
+        derived_by_bank
+            .entry(bank)
+            .or_default()
+            .insert(account, bal);
+    }
+    for config in configs {
+        let bank = config.bank.0;
+        let mut bad = |what: String| report.violations.push(Violation { bank, what });
+        let (ledger, _) = recover(store, config.clone()).await?;
+        if let Err(e) = ledger.check_invariants() {
+            bad(e.to_string());
+        }
+        // 2 + 3: postings journal against the ledger.
+        let empty = BTreeMap::new();
+        let d = derived_by_bank.get(&bank).unwrap_or(&empty);
+        let total: i128 = d.values().sum();
+        if total != 0 {
+            bad(format!("postings journal sums to {total}, not zero"));
+        }
+        for (id, acct) in ledger.accounts().iter().enumerate() {
+            let from_journal = d.get(&(id as u64)).copied().unwrap_or(0);
+            if from_journal != acct.balance as i128 {
+                bad(format!(
+                    "account {id}: ledger balance {} but postings give {from_journal}",
+                    acct.balance
+                ));
+            }
+            if matches!(acct.kind, AccountKind::Wallet { .. }) && from_journal < 0 {
+                bad(format!("wallet account {id} below zero ({from_journal})"));
+            }
+        }
+        if let Some(&max) = d.keys().next_back() {
+            if max as usize >= ledger.accounts().len() {
+                bad(format!(
+                    "postings name account {max}, which the ledger does not have"
+                ));
+            }
+        }
+        let (count, next) = counts
+            .iter()
+            .find(|(b, _, _)| *b == bank)
+            .map(|&(_, c, n)| (c, n))
+            .unwrap_or((0, 0));
+        if count != next {
+            bad(format!(
+                "posting ids not gapless: {count} rows, highest id {}",
+                next.saturating_sub(1)
+            ));
+        }
+        if next != ledger.counters().postings {
+            bad(format!(
+                "ledger made {} postings, journal holds {next}",
+                ledger.counters().postings
+            ));
+        }
+        // 4: one effect per key, from the command journal.
+        let mut effect_of: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
+        let mut reversed: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
+        let mut figures: HashMap<u32, CardFigures> = HashMap::new();
+        let mut from = 0u64;
+        let mut pid = 0u64;
+        let postings = store.postings_from(bank, 0).await?;
+        let mut postings = postings.into_iter().peekable();
+        loop {
+            let page = store.batches_from(bank, from, 512).await?;
+            if page.is_empty() {
+                break;
+            }
+            for b in &page {
+                from = b.batch + 1;
+                let cmds = match decode_commands(&b.commands) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        bad(format!("batch {} undecodable: {e}", b.batch));
+                        continue;
+                    }
+                };
+                while let Some(p) = postings.peek().filter(|p| p.batch == b.batch).copied() {
+                    postings.next();
+                    if p.id != pid {
+                        bad(format!("posting {} out of order (expected {pid})", p.id));
+                    }
+                    pid = p.id + 1;
+                    let Some(cmd) = cmds.get(p.cmd as usize) else {
+                        bad(format!(
+                            "posting {} names command {} of a {}-command batch",
+                            p.id,
+                            p.cmd,
+                            cmds.len()
+                        ));
+                        continue;
+                    };
+                    let Some(key) = cmd.key() else { continue };
+                    let here = (b.batch, p.cmd);
+                    let slot = if let Command::Reversal(r) = cmd {
+                        let prev = reversed
+                            .entry(r.original.as_bytes().to_vec())
+                            .or_insert(here);
+                        if *prev != here {
+                            bad(format!(
+                                "original reversed by two commands (batches {} and {})",
+                                prev.0, here.0
+                            ));
+                        }
+                        effect_of.entry(key.as_bytes().to_vec()).or_insert(here)
+                    } else {
+                        effect_of.entry(key.as_bytes().to_vec()).or_insert(here)
+                    };
+                    if *slot != here {
+                        bad(format!(
+                            "key has effects from two commands (batches {} and {})",
+                            slot.0, here.0
+                        ));
+                    }
+                    if with_cards {
+                        tally(&ledger, &mut figures, p.kind, p.debit, p.credit, p.amount);
+                    }
+                }
+            }
+        }
+        if postings.peek().is_some() {
+            bad("postings exist for batches missing from the journal".into());
+        }
+        let wallet_total: i64 = ledger
+            .accounts()
+            .iter()
+            .filter(|a| matches!(a.kind, AccountKind::Wallet { .. }))
+            .map(|a| a.balance)
+            .sum();
+        report.banks.push(BankSummary {
+            bank,
+            batches: ledger.counters().batches,
+            postings: ledger.counters().postings,
+            accounts: ledger.accounts().len() as u64,
+            cards: ledger.cards().len() as u64,
+            wallet_total,
+            keys: ledger.keys_len() as u64,
+        });
+        if with_cards {
+            for (i, card) in ledger.cards().iter().enumerate() {
+                let mut f = figures.remove(&(i as u32)).unwrap_or_default();
+                f.pan = card.pan.to_digit_string();
+                f.bank = bank;
+                f.pkh_balance = ledger.accounts()
+                    [card.wallets[Program::Pkh.index()].account.0 as usize]
+                    .balance;
+                f.bpnt_balance = ledger.accounts()
+                    [card.wallets[Program::Bpnt.index()].account.0 as usize]
+                    .balance;
+                report.cards.push(f);
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn tally(
+    ledger: &Ledger,
+    figures: &mut HashMap<u32, CardFigures>,
+    kind: i16,
+    debit: u64,
+    credit: u64,
+    amount: u64,
+) {
+    let card_of = |acct: u64| match ledger.accounts().get(acct as usize).map(|a| a.kind) {
+        Some(AccountKind::Wallet { card, .. }) => Some(card.0),
+        _ => None,
+    };
+    let is = |k: PostingKind| kind == k as i16;
+    if is(PostingKind::Purchase) || is(PostingKind::Withdrawal) {
+        if let Some(c) = card_of(debit) {
+            let f = figures.entry(c).or_default();
+            if is(PostingKind::Purchase) {
+                f.purchases += amount;
+            } else {
+                f.withdrawals += amount;
+            }
+        }
+    } else if is(PostingKind::Credit) {
+        if let Some(c) = card_of(credit) {
+            figures.entry(c).or_default().credits += amount;
+        }
+    } else if is(PostingKind::Reversal) {
+        if let Some(c) = card_of(credit) {
+            figures.entry(c).or_default().reversed += amount;
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Commands: everything that can change a bank's books, as plain data.
+//!
+//! Why one enum for all of it: the shard is the single writer for ISO 8583
+//! traffic, disbursement waves, card administration and the dormant sweep
+//! alike (DESIGN §3), and the journal is simply the sequence of command
+//! batches with their timestamps. Replaying it rebuilds the state exactly,
+//! so every command derives `Serialize`/`Deserialize`.
+//!
+//! Commands that arrive from outside and move or show money (credit,
+//! purchase, withdrawal, inquiry, reversal) carry a [`Request`] with an
+//! idempotency key. Administrative commands are idempotent by nature (opening
+//! a PAN twice is `AlreadyExists`, blocking a blocked card changes nothing)
+//! and carry none, so the key store is not filled with one key per card.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    Amount, BankCode, FamilyId, Fingerprint, MerchantId, Pan, Program, Pvv, RequestKey,
+    TerminalKind,
+};
+use super::CardStatus;
+
+/// Idempotency identity of a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// The key (ISO: MTI class + DE32 + DE41 + DE11 + DE7; disbursement:
+    /// e.g. `PKH:2026-T1:<kk>`).
+    pub key: RequestKey,
+    /// The caller's digest of content fields the ledger does not see; see
+    /// [`Fingerprint`].
+    pub fingerprint: Fingerprint,
+}
+
+/// The terminal a card transaction came from, as the switch resolved it from
+/// DE41/DE42 and its terminal registry. Terminals themselves are not ledger
+/// state; only their settlement accounts are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Acceptor {
+    /// What the terminal is allowed to do.
+    pub kind: TerminalKind,
+    /// The terminal's (acquiring) bank, DE32.
+    pub bank: BankCode,
+    /// DE42. For a terminal of this ledger's bank it names the settlement
+    /// account registered with [`Command::OpenTerminalAccount`]; for another
+    /// bank's terminal the counter account is the interbank account for that
+    /// bank and this id is not looked up.
+    pub merchant: MerchantId,
+}
+
+/// Declines the switch worked out from fields the ledger does not see, passed
+/// in so that they fall into their place in INTERFACE §5's order of checks
+/// (after the card and PIN checks, which only the ledger can do).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+pub enum Precheck {
+    /// Nothing wrong that the ledger cannot see.
+    #[default]
+    Passed,
+    /// DE3 unsupported or not matching the wallet (step 7, → 12). Send such a
+    /// request as a [`Command::BalanceInquiry`]: it then checks card and PIN
+    /// and moves nothing.
+    Unsupported,
+    /// The basket holds an item BPNT may not buy (step 7, → 57 with DE44
+    /// `INELIGIBLE:<item>`).
+    Ineligible {
+        /// The first ineligible commodity code, in basket order.
+        item: [u8; 4],
+    },
+    /// DE49 not `360`, or the basket's line amounts do not add up to DE4
+    /// (step 8, → 13).
+    BadAmount,
+}
+
+/// A purchase or a cash withdrawal (INTERFACE §3, 0200).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Payment {
+    /// Idempotency identity.
+    pub request: Request,
+    /// The wallet that pays (from DE3's account type).
+    pub wallet: Program,
+    /// DE2.
+    pub pan: Pan,
+    /// DE4.
+    pub amount: Amount,
+    /// The terminal.
+    pub acceptor: Acceptor,
+    /// The PVV of the PIN the terminal sent (DE52, decrypted and hashed by
+    /// the crypto module). `None` if the PIN block did not decode; that counts
+    /// as a wrong PIN.
+    pub pin: Option<Pvv>,
+    /// Declines found by the switch, placed in the order of checks.
+    pub precheck: Precheck,
+}
+
+/// A balance inquiry (DE3 `310000`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Inquiry {
+    /// Idempotency identity.
+    pub request: Request,
+    /// DE2.
+    pub pan: Pan,
+    /// The terminal.
+    pub acceptor: Acceptor,
+    /// As for [`Payment::pin`]; wrong PINs on inquiries count too.
+    pub pin: Option<Pvv>,
+    /// Declines found by the switch.
+    pub precheck: Precheck,
+}
+
+/// A reversal (0400/0401/0420/0421) of the request named by DE90.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Reversal {
+    /// The reversal's own idempotency identity (it has its own DE11).
+    pub request: Request,
+    /// The original's key: DE90's MTI class + DE32 + DE11 + DE7 with the
+    /// reversal's DE41.
+    pub original: RequestKey,
+    /// DE2; must equal the original's (else 12).
+    pub pan: Pan,
+    /// DE4; must equal the original's (else 12).
+    pub amount: Amount,
+}
+
+/// How a credit names its card.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum CardRef {
+    /// By card number.
+    Pan(Pan),
+    /// By family (KK): the family's current card, so a credit follows a
+    /// replaced card without the caller looking it up first.
+    Family(FamilyId),
+}
+
+/// A disbursement credit from the ministry's source account.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Credit {
+    /// Idempotency identity, one key per (program, period, family), e.g.
+    /// `PKH:2026-T1:<kk>` or `BPNT:2026-01:<kk>`.
+    pub request: Request,
+    /// The wallet credited.
+    pub program: Program,
+    /// The card credited.
+    pub card: CardRef,
+    /// Amount, > 0.
+    pub amount: Amount,
+}
+
+/// Everything that can change the books. See the module header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// Collective account opening: a card with its two empty wallets.
+    /// `AlreadyExists` if the PAN exists or the family already has a card
+    /// that is not closed.
+    OpenCard {
+        /// The new card's number.
+        pan: Pan,
+        /// The family it belongs to.
+        family: FamilyId,
+        /// PIN verification value of the initial PIN.
+        pvv: Pvv,
+        /// Initial status (`Active` for seeded cards, `Inactive` for cards
+        /// to be activated at hand-over).
+        status: CardStatus,
+    },
+    /// Registers the settlement account of one of this bank's e-Warong,
+    /// agents or merchants. `AlreadyExists` if registered.
+    OpenTerminalAccount {
+        /// DE42 of the acceptor.
+        merchant: MerchantId,
+        /// What it is (kept for reports; permissions come from the command's
+        /// [`Acceptor`]).
+        kind: TerminalKind,
+    },
+    /// A disbursement credit.
+    Credit(Credit),
+    /// A purchase paid from one wallet.
+    Purchase(Payment),
+    /// A cash withdrawal at an agent.
+    Withdrawal(Payment),
+    /// Both balances (DE54).
+    BalanceInquiry(Inquiry),
+    /// Full reversal of an earlier purchase or withdrawal.
+    Reversal(Reversal),
+    /// `Inactive` → `Active`.
+    Activate {
+        /// The card.
+        pan: Pan,
+    },
+    /// A new PIN: stores its PVV, clears the wrong-PIN count and lifts a PIN
+    /// block (the PIN has been reset).
+    SetPin {
+        /// The card.
+        pan: Pan,
+        /// PVV of the new PIN.
+        pvv: Pvv,
+    },
+    /// Blocked by the bank.
+    Block {
+        /// The card.
+        pan: Pan,
+    },
+    /// Lifts a bank, dormant or PIN block and clears the wrong-PIN count;
+    /// restarts the dormancy clock.
+    Unblock {
+        /// The card.
+        pan: Pan,
+    },
+    /// Issues `new_pan` in place of `old_pan`: balances move by postings,
+    /// the credit history (for the dormant sweep) and today's withdrawal
+    /// usage move with them, the old card is closed (→ 62 afterwards).
+    Replace {
+        /// The card being replaced.
+        old_pan: Pan,
+        /// The new card's number; must not exist.
+        new_pan: Pan,
+        /// PVV of the new card's PIN.
+        pvv: Pvv,
+    },
+    /// Closes a card; any balance returns to the treasury account.
+    Close {
+        /// The card.
+        pan: Pan,
+    },
+    /// The dormant sweep as of a moment (unix seconds): blocks active cards
+    /// unused for `dormant_block_days`, returns credits unspent after
+    /// `dormant_return_days` to the treasury, oldest first.
+    Sweep {
+        /// The moment the rules are evaluated at, e.g. 00:00 WIB of the
+        /// `--as-of` date. An `as_of` earlier than a previous sweep's is
+        /// treated as that previous one.
+        as_of: u64,
+    },
+    /// Forgets idempotency keys recorded before `before` (unix seconds).
+    /// After this a retransmission of such a request is processed anew, so
+    /// `before` should be at least `key_retention_days` in the past.
+    ExpireKeys {
+        /// Keys with a timestamp strictly below this are dropped.
+        before: u64,
+    },
+}
+
+impl Command {
+    /// The idempotency key, for commands that have one.
+    pub fn key(&self) -> Option<&RequestKey> {
+        match self {
+            Command::Credit(c) => Some(&c.request.key),
+            Command::Purchase(p) | Command::Withdrawal(p) => Some(&p.request.key),
+            Command::BalanceInquiry(q) => Some(&q.request.key),
+            Command::Reversal(r) => Some(&r.request.key),
+            _ => None,
+        }
+    }
+
+    /// A stable 64-bit hash (over an explicit byte layout, so it is the same
+    /// in every build) of every field of a keyed command except the
+    /// PIN and the acceptor's kind: the ledger's own half of "same key, same
+    /// content". The PIN is left out because a retransmission may carry a
+    /// fresh PIN block; the kind because it comes from the registry, not the
+    /// message. `0` for commands without a key.
+    pub fn content_hash(&self) -> u64 {
+        let mut h = ContentHasher::new();
+        match self {
+            Command::Credit(c) => {
+                h.byte(1);
+                h.byte(c.program.index() as u8);
+                h.card_ref(&c.card);
+                h.u64(c.amount);
+            }
+            Command::Purchase(p) | Command::Withdrawal(p) => {
+                h.byte(if matches!(self, Command::Purchase(_)) {
+                    2
+                } else {
+                    3
+                });
+                h.byte(p.wallet.index() as u8);
+                h.pan(&p.pan);
+                h.u64(p.amount);
+                h.acceptor(&p.acceptor);
+                h.precheck(&p.precheck);
+            }
+            Command::BalanceInquiry(q) => {
+                h.byte(4);
+                h.pan(&q.pan);
+                h.acceptor(&q.acceptor);
+                h.precheck(&q.precheck);
+            }
+            Command::Reversal(r) => {
+                h.byte(5);
+                h.bytes(r.original.as_bytes());
+                h.pan(&r.pan);
+                h.u64(r.amount);
+            }
+            _ => return 0,
+        }
+        h.finish()
+    }
+}
+
+/// A stable content hash: bytes are packed into 64-bit words and each word
+/// is folded in with `h = (rotl(h, 5) ^ w) * K` (K odd). Each step is a
+/// bijection in `h` for a fixed word and in the word for a fixed `h`, so two
+/// encodings of the same length that differ anywhere never collide; variable
+/// parts are length-prefixed. Fixed forever (it is stored in checkpoints), and
+/// one multiply per 8 bytes, which matters on the per-request path.
+struct ContentHasher(u64, u64, u32);
+// (hash state, partial word, bytes in the partial word)
+
+impl ContentHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn new() -> ContentHasher {
+        ContentHasher(0xcbf2_9ce4_8422_2325, 0, 0)
+    }
+
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(ContentHasher::K);
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.1 |= u64::from(b) << (8 * self.2);
+        self.2 += 1;
+        if self.2 == 8 {
+            let w = self.1;
+            self.mix(w);
+            self.1 = 0;
+            self.2 = 0;
+        }
+    }
+
+    /// The final value; the byte count of the partial word is folded in.
+    fn finish(mut self) -> u64 {
+        let w = self.1;
+        let n = u64::from(self.2);
+        self.mix(w);
+        self.mix(n);
+        self.0
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.u64(bytes.len() as u64);
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+
+    fn u64(&mut self, v: u64) {
+        if self.2 == 0 {
+            self.mix(v);
+        } else {
+            for b in v.to_le_bytes() {
+                self.byte(b);
+            }
+        }
+    }
+
+    fn pan(&mut self, pan: &Pan) {
+        let mut buf = [0u8; super::types::PAN_DIGITS_MAX];
+        self.bytes(pan.write_digits(&mut buf));
+    }
+
+    fn card_ref(&mut self, card: &CardRef) {
+        match card {
+            CardRef::Pan(pan) => {
+                self.byte(0);
+                self.pan(pan);
+            }
+            CardRef::Family(f) => {
+                self.byte(1);
+                self.u64(f.0);
+            }
+        }
+    }
+
+    fn acceptor(&mut self, a: &Acceptor) {
+        self.u64(u64::from(a.bank.0));
+        self.bytes(a.merchant.as_bytes());
+    }
+
+    fn precheck(&mut self, p: &Precheck) {
+        match p {
+            Precheck::Passed => self.byte(0),
+            Precheck::Unsupported => self.byte(1),
+            Precheck::Ineligible { item } => {
+                self.byte(2);
+                self.bytes(item);
+            }
+            Precheck::BadAmount => self.byte(3),
+        }
+    }
+}

@@ -1,0 +1,1142 @@
+//! The state machine: [`Ledger::apply`] runs a batch of commands at one
+//! timestamp and reports what happened.
+//!
+//! Modelled on TigerBeetle's `state_machine.zig`: time comes in as an
+//! argument, nothing here does I/O, every decline is a [`Code`], and the
+//! books are checked around every change (each posting balances, no wallet
+//! goes below zero, the running sum over all accounts stays zero). The order
+//! of checks for card transactions is INTERFACE §5's; the first failing
+//! check decides the code, and nothing after it runs.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::command::{Acceptor, CardRef, Command, Credit, Inquiry, Payment, Precheck, Reversal};
+use super::config::{LedgerConfig, RuleSet};
+use super::outcome::{
+    ApprovalCode, Balances, BlockReason, Code, Effects, Outcome, Posting, PostingKind, Reply, Span,
+    SweepLine,
+};
+use super::state::{
+    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Posted, Wallet, SOURCE_ACCOUNT,
+    TREASURY_ACCOUNT,
+};
+use super::types::{
+    wib_day, AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program,
+    Pvv, RequestKey, TerminalKind, SECONDS_PER_DAY,
+};
+
+/// Most commands in one batch. A shard drains at most this many requests
+/// per group commit; the bound keeps posting indices in `u32` and a batch's
+/// latency predictable.
+pub const BATCH_COMMANDS_MAX: usize = 65_536;
+
+/// Most accounts (and cards) one ledger holds: ids are `u32`.
+pub const ACCOUNTS_MAX: usize = u32::MAX as usize;
+
+/// A transfer would take a balance out of `i64`.
+#[derive(Debug)]
+struct Overflowed;
+
+/// The account table and the posting primitive. Kept apart from the cards
+/// so a posting can be made while a card is borrowed.
+#[derive(Clone, Debug)]
+pub(crate) struct Books {
+    pub(crate) accounts: Vec<Account>,
+    /// Next posting id.
+    pub(crate) postings: u64,
+    /// Running sum of all balance changes in the current batch; zero after
+    /// every batch (asserted).
+    sum: i128,
+}
+
+impl Books {
+    pub(crate) fn new(accounts: Vec<Account>, postings: u64) -> Books {
+        Books {
+            accounts,
+            postings,
+            sum: 0,
+        }
+    }
+
+    fn open(&mut self, kind: AccountKind, fx: &mut Effects) -> Option<AccountId> {
+        if self.accounts.len() >= ACCOUNTS_MAX {
+            return None;
+        }
+        let id = AccountId(self.accounts.len() as u32); // < u32::MAX, checked above
+        self.accounts.push(Account { kind, balance: 0 });
+        fx.accounts_opened.push(id);
+        Some(id)
+    }
+
+    fn balance(&self, id: AccountId) -> i64 {
+        self.accounts[id.0 as usize].balance
+    }
+
+    /// Moves `amount` from `debit` to `credit`, all or nothing.
+    fn transfer(
+        &mut self,
+        debit: AccountId,
+        credit: AccountId,
+        amount: Amount,
+        kind: PostingKind,
+        command: u32,
+        fx: &mut Effects,
+    ) -> Result<(), Overflowed> {
+        // Before: a real movement between two different accounts.
+        assert_ne!(debit, credit, "posting to itself");
+        assert!(amount > 0, "empty posting");
+        let (d, c) = (debit.0 as usize, credit.0 as usize);
+        assert!(
+            d < self.accounts.len() && c < self.accounts.len(),
+            "unknown account"
+        );
+
+        let signed = i64::try_from(amount).map_err(|_| Overflowed)?;
+        let d_old = self.accounts[d].balance;
+        let c_old = self.accounts[c].balance;
+        let d_new = d_old.checked_sub(signed).ok_or(Overflowed)?;
+        let c_new = c_old.checked_add(signed).ok_or(Overflowed)?;
+        self.accounts[d].balance = d_new;
+        self.accounts[c].balance = c_new;
+
+        // After: the pair still sums to what it did, and no wallet is negative.
+        let delta =
+            (i128::from(d_new) - i128::from(d_old)) + (i128::from(c_new) - i128::from(c_old));
+        assert_eq!(delta, 0, "unbalanced posting");
+        self.sum += delta;
+        if matches!(self.accounts[d].kind, AccountKind::Wallet { .. }) {
+            assert!(d_new >= 0, "wallet below zero");
+        }
+
+        fx.postings.push(Posting {
+            id: self.postings,
+            debit,
+            credit,
+            amount,
+            kind,
+            command,
+        });
+        self.postings += 1;
+        Ok(())
+    }
+}
+
+/// Where a card transaction's money goes.
+#[derive(Clone, Copy)]
+enum Counter {
+    /// An existing account.
+    Account(AccountId),
+    /// The interbank account for a bank that has none yet (opened when the
+    /// first payment is approved, so declines open nothing).
+    NewInterbank(BankCode),
+}
+
+/// One bank's books. See the module header and `ledger/mod.rs`.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pub(crate) config: LedgerConfig,
+    pub(crate) books: Books,
+    pub(crate) cards: Vec<Card>,
+    /// Batch in which each card was last listed in `Effects::cards`.
+    pub(crate) card_listed: Vec<u64>,
+    pub(crate) pans: HashMap<Pan, CardId>,
+    pub(crate) families: HashMap<FamilyId, CardId>,
+    pub(crate) terminals: HashMap<MerchantId, AccountId>,
+    /// At most one per other bank (a handful): a vector beats a map.
+    pub(crate) interbank: Vec<(BankCode, AccountId)>,
+    pub(crate) keys: HashMap<RequestKey, KeyRecord>,
+    /// Keys in the order recorded (and so by time): expiry pops the front.
+    pub(crate) key_order: VecDeque<RequestKey>,
+    /// Latest batch timestamp (timestamps are clamped to never go back).
+    pub(crate) now: u64,
+    /// Approvals so far (the approval code sequence).
+    pub(crate) approvals: u64,
+    /// Batches applied so far.
+    pub(crate) batches: u64,
+    /// The latest sweep's `as_of`.
+    pub(crate) last_sweep_as_of: u64,
+}
+
+impl Ledger {
+    /// An empty ledger: only the source and treasury accounts.
+    pub fn new(config: LedgerConfig) -> Ledger {
+        Ledger {
+            config,
+            books: Books::new(
+                vec![
+                    Account {
+                        kind: AccountKind::Source,
+                        balance: 0,
+                    },
+                    Account {
+                        kind: AccountKind::Treasury,
+                        balance: 0,
+                    },
+                ],
+                0,
+            ),
+            cards: Vec::new(),
+            card_listed: Vec::new(),
+            pans: HashMap::new(),
+            families: HashMap::new(),
+            terminals: HashMap::new(),
+            interbank: Vec::new(),
+            keys: HashMap::new(),
+            key_order: VecDeque::new(),
+            now: 0,
+            approvals: 0,
+            batches: 0,
+            last_sweep_as_of: 0,
+        }
+    }
+
+    /// Applies `batch` at `timestamp` (unix seconds, UTC) and writes one
+    /// outcome per command, plus postings and changed records, into
+    /// `effects` (cleared first).
+    ///
+    /// Deterministic: the same batches with the same timestamps, in the same
+    /// order, from the same starting state, give the same state and effects;
+    /// that is how the journal is replayed. A timestamp below the previous
+    /// batch's is treated as the previous one (a clock step back must not
+    /// reorder the key store or undo a day).
+    ///
+    /// # Panics
+    ///
+    /// If `batch` holds more than [`BATCH_COMMANDS_MAX`] commands, or if an
+    /// invariant breaks (a bug: the books must not be written after that).
+    pub fn apply(&mut self, batch: &[Command], timestamp: u64, effects: &mut Effects) {
+        assert!(batch.len() <= BATCH_COMMANDS_MAX, "batch too large");
+        effects.clear();
+        self.batches += 1;
+        effects.batch = self.batches;
+        self.now = self.now.max(timestamp);
+        assert_eq!(self.books.sum, 0);
+
+        for (index, command) in batch.iter().enumerate() {
+            let postings_start = effects.postings.len();
+            let sweep_start = effects.sweep.len();
+            // index < BATCH_COMMANDS_MAX, so it fits.
+            let (reply, replayed) = self.execute(index as u32, command, effects);
+            effects.outcomes.push(Outcome {
+                reply,
+                replayed,
+                postings: span(postings_start, effects.postings.len()),
+                sweep: span(sweep_start, effects.sweep.len()),
+            });
+        }
+
+        assert_eq!(effects.outcomes.len(), batch.len());
+        assert_eq!(self.books.sum, 0, "books out of balance after batch");
+    }
+
+    fn execute(&mut self, index: u32, command: &Command, fx: &mut Effects) -> (Reply, bool) {
+        match command {
+            Command::Credit(c) => {
+                self.keyed(index, command, &c.request.key, c.request.fingerprint, fx)
+            }
+            Command::Purchase(p) | Command::Withdrawal(p) => {
+                self.keyed(index, command, &p.request.key, p.request.fingerprint, fx)
+            }
+            Command::BalanceInquiry(q) => {
+                self.keyed(index, command, &q.request.key, q.request.fingerprint, fx)
+            }
+            Command::Reversal(r) => {
+                self.keyed(index, command, &r.request.key, r.request.fingerprint, fx)
+            }
+            Command::OpenCard {
+                pan,
+                family,
+                pvv,
+                status,
+            } => (
+                Reply::code(self.open_card(*pan, *family, *pvv, *status, fx)),
+                false,
+            ),
+            Command::OpenTerminalAccount { merchant, kind } => {
+                (Reply::code(self.open_terminal(*merchant, *kind, fx)), false)
+            }
+            Command::Activate { pan } => (Reply::code(self.activate(pan, fx)), false),
+            Command::SetPin { pan, pvv } => (Reply::code(self.set_pin(pan, *pvv, fx)), false),
+            Command::Block { pan } => (Reply::code(self.block(pan, fx)), false),
+            Command::Unblock { pan } => (Reply::code(self.unblock(pan, fx)), false),
+            Command::Replace {
+                old_pan,
+                new_pan,
+                pvv,
+            } => (
+                Reply::code(self.replace(index, old_pan, *new_pan, *pvv, fx)),
+                false,
+            ),
+            Command::Close { pan } => (Reply::code(self.close(index, pan, fx)), false),
+            Command::Sweep { as_of } => (Reply::code(self.sweep(index, *as_of, fx)), false),
+            Command::ExpireKeys { before } => (Reply::code(self.expire_keys(*before)), false),
+        }
+    }
+
+    /// The idempotency gate around every keyed command (INTERFACE §5
+    /// "Duplicates"; STYLE habit 8).
+    fn keyed(
+        &mut self,
+        index: u32,
+        command: &Command,
+        key: &RequestKey,
+        fingerprint: Fingerprint,
+        fx: &mut Effects,
+    ) -> (Reply, bool) {
+        let content = command.content_hash();
+        if let Some(record) = self.keys.get(key) {
+            if record.op == KeyOp::Tombstone {
+                return (Reply::code(Code::Reversed), false);
+            }
+            if record.fingerprint == fingerprint && record.content == content {
+                return (record.reply, true);
+            }
+            return (Reply::code(Code::KeyConflict), false);
+        }
+
+        let (op, target, amount, (reply, posted)) = match command {
+            Command::Credit(c) => (KeyOp::Credit, c.card, c.amount, self.credit(index, c, fx)),
+            Command::Purchase(p) => (
+                KeyOp::Purchase,
+                CardRef::Pan(p.pan),
+                p.amount,
+                self.pay(index, p, false, fx),
+            ),
+            Command::Withdrawal(p) => (
+                KeyOp::Withdrawal,
+                CardRef::Pan(p.pan),
+                p.amount,
+                self.pay(index, p, true, fx),
+            ),
+            Command::BalanceInquiry(q) => (
+                KeyOp::Inquiry,
+                CardRef::Pan(q.pan),
+                0,
+                (self.inquire(q, fx), None),
+            ),
+            Command::Reversal(r) => (
+                KeyOp::Reversal,
+                CardRef::Pan(r.pan),
+                r.amount,
+                (self.reverse(index, r, fx), None),
+            ),
+            // `execute` only sends keyed commands here.
+            _ => unreachable!("unkeyed command in keyed()"),
+        };
+        self.remember(
+            *key,
+            KeyRecord {
+                at: self.now,
+                op,
+                fingerprint,
+                content,
+                target,
+                amount,
+                reply,
+                posted,
+                reversed: false,
+            },
+            fx,
+        );
+        (reply, false)
+    }
+
+    fn remember(&mut self, key: RequestKey, record: KeyRecord, fx: &mut Effects) {
+        let previous = self.keys.insert(key, record);
+        assert!(previous.is_none(), "key recorded twice");
+        self.key_order.push_back(key);
+        fx.keys.push(key);
+    }
+
+    fn list_card(&mut self, card: CardId, fx: &mut Effects) {
+        let listed = &mut self.card_listed[card.0 as usize];
+        if *listed != self.batches {
+            *listed = self.batches;
+            fx.cards.push(card);
+        }
+    }
+
+    fn next_approval(&mut self) -> ApprovalCode {
+        self.approvals += 1;
+        ApprovalCode::from_sequence(self.approvals)
+    }
+
+    fn approved(&mut self, balances: Option<Balances>) -> Reply {
+        Reply {
+            code: Code::Approved,
+            approval: Some(self.next_approval()),
+            balances,
+        }
+    }
+
+    /// Step 3: the acceptor's counter account. `None` for a terminal of this
+    /// bank with no registered account.
+    fn counter(&self, acceptor: &Acceptor) -> Option<Counter> {
+        if acceptor.bank == self.config.bank {
+            return self
+                .terminals
+                .get(&acceptor.merchant)
+                .map(|&a| Counter::Account(a));
+        }
+        Some(
+            match self
+                .interbank
+                .iter()
+                .find(|(bank, _)| *bank == acceptor.bank)
+            {
+                Some(&(_, account)) => Counter::Account(account),
+                None => Counter::NewInterbank(acceptor.bank),
+            },
+        )
+    }
+
+    fn counter_account(&mut self, counter: Counter, fx: &mut Effects) -> Option<AccountId> {
+        match counter {
+            Counter::Account(a) => Some(a),
+            Counter::NewInterbank(bank) => {
+                let account = self.books.open(AccountKind::Interbank { bank }, fx)?;
+                self.interbank.push((bank, account));
+                Some(account)
+            }
+        }
+    }
+
+    /// Steps 5 and 6: card status, then the PIN. A wrong PIN counts (and may
+    /// block the card); a right one resets the count and is a cardholder
+    /// transaction for the dormancy clock.
+    fn gate(&mut self, card: CardId, pin: Option<Pvv>, fx: &mut Effects) -> Result<(), Code> {
+        let tries_max = self.config.limits.pin_tries_max;
+        let now = self.now;
+        let c = &mut self.cards[card.0 as usize];
+        match c.status {
+            CardStatus::Active => {}
+            CardStatus::Inactive => return Err(Code::CardInactive),
+            CardStatus::Blocked { reason } => return Err(Code::CardBlocked { reason }),
+            CardStatus::Closed => return Err(Code::CardClosed),
+            CardStatus::PinBlocked => return Err(Code::PinBlocked),
+        }
+        let right = match pin {
+            Some(candidate) => c.pvv.matches(&candidate),
+            None => false,
+        };
+        let verdict = if right {
+            c.pin_tries = 0;
+            c.last_use_at = Some(now);
+            Ok(())
+        } else {
+            c.pin_tries = c.pin_tries.saturating_add(1);
+            if c.pin_tries >= tries_max {
+                c.status = CardStatus::PinBlocked;
+                Err(Code::PinTriesExceeded)
+            } else {
+                Err(Code::WrongPin {
+                    tries_left: tries_max - c.pin_tries,
+                })
+            }
+        };
+        self.list_card(card, fx);
+        verdict
+    }
+
+    /// Purchase (`withdrawal == false`) or cash withdrawal, INTERFACE §5
+    /// steps 3 and 5–11.
+    fn pay(
+        &mut self,
+        index: u32,
+        p: &Payment,
+        withdrawal: bool,
+        fx: &mut Effects,
+    ) -> (Reply, Option<Posted>) {
+        let decline = |code| (Reply::code(code), None);
+        let Some(counter) = self.counter(&p.acceptor) else {
+            return decline(Code::UnknownTerminal);
+        };
+        let Some(&card) = self.pans.get(&p.pan) else {
+            return decline(Code::UnknownCard);
+        };
+        if let Err(code) = self.gate(card, p.pin, fx) {
+            return decline(code);
+        }
+        if p.precheck == Precheck::Unsupported {
+            return decline(Code::Unsupported);
+        }
+        let kind = p.acceptor.kind;
+        if withdrawal {
+            if kind != TerminalKind::Agent {
+                return decline(Code::NotPermittedOnTerminal);
+            }
+            if p.wallet == Program::Bpnt && self.config.rule_set == RuleSet::FoodOnly {
+                return decline(Code::NotPermittedToCardholder);
+            }
+        } else if p.wallet == Program::Bpnt && kind != TerminalKind::Ewarong {
+            return decline(Code::NotPermittedOnTerminal);
+        }
+        if let Precheck::Ineligible { item } = p.precheck {
+            return decline(Code::Ineligible { item });
+        }
+        let limits = self.config.limits;
+        if p.amount == 0 || p.amount > limits.amount_max || p.precheck == Precheck::BadAmount {
+            return decline(Code::AmountInvalid);
+        }
+
+        let day = wib_day(self.now);
+        let c = &self.cards[card.0 as usize];
+        let (used_amount, used_count) = if c.day == day {
+            (c.day_amount, c.day_count)
+        } else {
+            (0, 0)
+        };
+        if withdrawal {
+            let over_day = match used_amount.checked_add(p.amount) {
+                Some(total) => total > limits.withdrawal_day_amount_max,
+                None => true,
+            };
+            if p.amount > limits.withdrawal_amount_max || over_day {
+                return decline(Code::AmountLimit);
+            }
+            if used_count >= limits.withdrawal_day_count_max {
+                return decline(Code::CountLimit);
+            }
+        }
+        let w = p.wallet.index();
+        if c.wallets[w].balance() < p.amount {
+            return decline(Code::InsufficientFunds);
+        }
+
+        let Some(counter) = self.counter_account(counter, fx) else {
+            return decline(Code::Overflow);
+        };
+        let wallet_account = self.cards[card.0 as usize].wallets[w].account;
+        let kind = if withdrawal {
+            PostingKind::Withdrawal
+        } else {
+            PostingKind::Purchase
+        };
+        if self
+            .books
+            .transfer(wallet_account, counter, p.amount, kind, index, fx)
+            .is_err()
+        {
+            return decline(Code::Overflow);
+        }
+        let c = &mut self.cards[card.0 as usize];
+        let wallet = &mut c.wallets[w];
+        // Funds were checked: consumed + amount ≤ credited.
+        wallet.consumed += p.amount;
+        assert_eq!(
+            i128::from(self.books.balance(wallet_account)),
+            i128::from(wallet.balance())
+        );
+        if withdrawal {
+            c.day = day;
+            c.day_amount = used_amount + p.amount; // ≤ day max, checked
+            c.day_count = used_count + 1; // < count max, checked
+            c.withdrawn = c.withdrawn.saturating_add(p.amount);
+        } else {
+            c.purchased = c.purchased.saturating_add(p.amount);
+        }
+        let balances = c.balances();
+        self.list_card(card, fx);
+        let reply = self.approved(Some(balances));
+        (
+            reply,
+            Some(Posted {
+                card,
+                wallet: p.wallet,
+                counter,
+                day,
+            }),
+        )
+    }
+
+    /// Balance inquiry: steps 3, 5–8, then both balances.
+    fn inquire(&mut self, q: &Inquiry, fx: &mut Effects) -> Reply {
+        if self.counter(&q.acceptor).is_none() {
+            return Reply::code(Code::UnknownTerminal);
+        }
+        let Some(&card) = self.pans.get(&q.pan) else {
+            return Reply::code(Code::UnknownCard);
+        };
+        if let Err(code) = self.gate(card, q.pin, fx) {
+            return Reply::code(code);
+        }
+        match q.precheck {
+            Precheck::Passed => {}
+            Precheck::Unsupported => return Reply::code(Code::Unsupported),
+            Precheck::Ineligible { item } => return Reply::code(Code::Ineligible { item }),
+            Precheck::BadAmount => return Reply::code(Code::AmountInvalid),
+        }
+        let balances = self.cards[card.0 as usize].balances();
+        self.approved(Some(balances))
+    }
+
+    /// Disbursement credit from the source account.
+    fn credit(&mut self, index: u32, c: &Credit, fx: &mut Effects) -> (Reply, Option<Posted>) {
+        let decline = |code| (Reply::code(code), None);
+        let card = match c.card {
+            CardRef::Pan(pan) => self.pans.get(&pan),
+            CardRef::Family(family) => self.families.get(&family),
+        };
+        let Some(&card) = card else {
+            return decline(Code::UnknownCard);
+        };
+        let w = c.program.index();
+        let wallet = &self.cards[card.0 as usize].wallets[w];
+        if self.cards[card.0 as usize].status == CardStatus::Closed {
+            return decline(Code::CardClosed);
+        }
+        if c.amount == 0 {
+            return decline(Code::AmountInvalid);
+        }
+        let Some(credited) = wallet.credited.checked_add(c.amount) else {
+            return decline(Code::Overflow);
+        };
+        let account = wallet.account;
+        if self
+            .books
+            .transfer(
+                SOURCE_ACCOUNT,
+                account,
+                c.amount,
+                PostingKind::Credit,
+                index,
+                fx,
+            )
+            .is_err()
+        {
+            return decline(Code::Overflow);
+        }
+        let now = self.now;
+        let card_state = &mut self.cards[card.0 as usize];
+        let wallet = &mut card_state.wallets[w];
+        wallet.credited = credited;
+        match wallet.lots.last_mut() {
+            // Credits in one batch share an arrival; one lot is enough.
+            Some(lot) if lot.arrived_at == now => lot.end = credited,
+            _ => wallet.lots.push(super::state::Lot {
+                arrived_at: now,
+                end: credited,
+            }),
+        }
+        assert_eq!(
+            i128::from(self.books.balance(account)),
+            i128::from(wallet.balance())
+        );
+        card_state.first_credit_at.get_or_insert(now);
+        let balances = card_state.balances();
+        self.list_card(card, fx);
+        (self.approved(Some(balances)), None)
+    }
+
+    /// Reversal of the request named by `r.original` (INTERFACE §5
+    /// "Reversals").
+    fn reverse(&mut self, index: u32, r: &Reversal, fx: &mut Effects) -> Reply {
+        if r.original == r.request.key {
+            return Reply::code(Code::ReversalMismatch);
+        }
+        let Some(original) = self.keys.get(&r.original) else {
+            // Unknown original: answer 00 and remember it, so the original
+            // is declined `Reversed` if it arrives late.
+            let tombstone = KeyRecord {
+                at: self.now,
+                op: KeyOp::Tombstone,
+                fingerprint: Fingerprint::ZERO,
+                content: 0,
+                target: CardRef::Pan(r.pan),
+                amount: r.amount,
+                reply: Reply::code(Code::Reversed),
+                posted: None,
+                reversed: true,
+            };
+            self.remember(r.original, tombstone, fx);
+            return Reply::code(Code::ReversalRecorded);
+        };
+        match original.op {
+            KeyOp::Tombstone => return Reply::code(Code::ReversalRepeat),
+            KeyOp::Credit | KeyOp::Reversal => return Reply::code(Code::ReversalMismatch),
+            KeyOp::Purchase | KeyOp::Withdrawal | KeyOp::Inquiry => {}
+        }
+        if original.target != CardRef::Pan(r.pan) || original.amount != r.amount {
+            return Reply::code(Code::ReversalMismatch);
+        }
+        if original.reversed {
+            return Reply::code(Code::ReversalRepeat);
+        }
+        let withdrawal = original.op == KeyOp::Withdrawal;
+        if let Some(posted) = original.posted {
+            if self.undo(index, posted, r.amount, withdrawal, fx).is_err() {
+                return Reply::code(Code::Overflow);
+            }
+        }
+        if let Some(original) = self.keys.get_mut(&r.original) {
+            original.reversed = true;
+        }
+        fx.keys.push(r.original);
+        Reply::code(Code::Approved)
+    }
+
+    /// Undoes an approved payment: the money goes back to the card that
+    /// holds the wallet now (a replacement, if any), FIFO position and the
+    /// day's withdrawal usage are restored.
+    fn undo(
+        &mut self,
+        index: u32,
+        posted: Posted,
+        amount: Amount,
+        withdrawal: bool,
+        fx: &mut Effects,
+    ) -> Result<(), Overflowed> {
+        let mut holder = posted.card;
+        while let Some(next) = self.cards[holder.0 as usize].replaced_by {
+            holder = next;
+        }
+        let w = posted.wallet.index();
+        let account = self.cards[holder.0 as usize].wallets[w].account;
+        assert!(self.cards[holder.0 as usize].wallets[w].consumed >= amount);
+        self.books.transfer(
+            posted.counter,
+            account,
+            amount,
+            PostingKind::Reversal,
+            index,
+            fx,
+        )?;
+        let h = &mut self.cards[holder.0 as usize];
+        h.wallets[w].consumed -= amount;
+        assert_eq!(
+            i128::from(self.books.balance(account)),
+            i128::from(h.wallets[w].balance())
+        );
+        if withdrawal && h.day == posted.day {
+            h.day_amount = h.day_amount.saturating_sub(amount);
+            h.day_count = h.day_count.saturating_sub(1);
+        }
+        let o = &mut self.cards[posted.card.0 as usize];
+        if withdrawal {
+            o.withdrawn = o.withdrawn.saturating_sub(amount);
+        } else {
+            o.purchased = o.purchased.saturating_sub(amount);
+        }
+        self.list_card(holder, fx);
+        self.list_card(posted.card, fx);
+        Ok(())
+    }
+
+    fn new_card(
+        &mut self,
+        pan: Pan,
+        family: FamilyId,
+        pvv: Pvv,
+        status: CardStatus,
+        fx: &mut Effects,
+    ) -> Option<CardId> {
+        if self.cards.len() >= ACCOUNTS_MAX || self.books.accounts.len() + 2 > ACCOUNTS_MAX {
+            return None;
+        }
+        let id = CardId(self.cards.len() as u32); // < u32::MAX, checked above
+        let pkh = self.books.open(
+            AccountKind::Wallet {
+                card: id,
+                program: Program::Pkh,
+            },
+            fx,
+        )?;
+        let bpnt = self.books.open(
+            AccountKind::Wallet {
+                card: id,
+                program: Program::Bpnt,
+            },
+            fx,
+        )?;
+        self.cards.push(Card {
+            pan,
+            family,
+            status,
+            pvv,
+            pin_tries: 0,
+            wallets: [Wallet::new(pkh), Wallet::new(bpnt)],
+            opened_at: self.now,
+            first_credit_at: None,
+            last_use_at: None,
+            clock_reset_at: self.now,
+            day: 0,
+            day_amount: 0,
+            day_count: 0,
+            purchased: 0,
+            withdrawn: 0,
+            replaced_by: None,
+        });
+        self.card_listed.push(0);
+        self.pans.insert(pan, id);
+        self.families.insert(family, id);
+        self.list_card(id, fx);
+        Some(id)
+    }
+
+    fn family_has_open_card(&self, family: FamilyId) -> bool {
+        self.families
+            .get(&family)
+            .is_some_and(|&c| self.cards[c.0 as usize].status != CardStatus::Closed)
+    }
+
+    fn open_card(
+        &mut self,
+        pan: Pan,
+        family: FamilyId,
+        pvv: Pvv,
+        status: CardStatus,
+        fx: &mut Effects,
+    ) -> Code {
+        if self.pans.contains_key(&pan) || self.family_has_open_card(family) {
+            return Code::AlreadyExists;
+        }
+        if matches!(status, CardStatus::Closed | CardStatus::PinBlocked) {
+            return Code::InvalidTransition;
+        }
+        match self.new_card(pan, family, pvv, status, fx) {
+            Some(_) => Code::Approved,
+            None => Code::Overflow,
+        }
+    }
+
+    fn open_terminal(
+        &mut self,
+        merchant: MerchantId,
+        kind: TerminalKind,
+        fx: &mut Effects,
+    ) -> Code {
+        if self.terminals.contains_key(&merchant) {
+            return Code::AlreadyExists;
+        }
+        match self
+            .books
+            .open(AccountKind::Terminal { merchant, kind }, fx)
+        {
+            Some(account) => {
+                self.terminals.insert(merchant, account);
+                Code::Approved
+            }
+            None => Code::Overflow,
+        }
+    }
+
+    /// Looks a card up for an administrative command; closed cards answer
+    /// `CardClosed`.
+    fn admin_card(&self, pan: &Pan) -> Result<CardId, Code> {
+        let &card = self.pans.get(pan).ok_or(Code::UnknownCard)?;
+        if self.cards[card.0 as usize].status == CardStatus::Closed {
+            return Err(Code::CardClosed);
+        }
+        Ok(card)
+    }
+
+    fn activate(&mut self, pan: &Pan, fx: &mut Effects) -> Code {
+        let card = match self.admin_card(pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        let now = self.now;
+        let c = &mut self.cards[card.0 as usize];
+        match c.status {
+            CardStatus::Active => return Code::Approved,
+            CardStatus::Inactive => {
+                c.status = CardStatus::Active;
+                c.clock_reset_at = now;
+            }
+            _ => return Code::InvalidTransition,
+        }
+        self.list_card(card, fx);
+        Code::Approved
+    }
+
+    fn set_pin(&mut self, pan: &Pan, pvv: Pvv, fx: &mut Effects) -> Code {
+        let card = match self.admin_card(pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        let now = self.now;
+        let c = &mut self.cards[card.0 as usize];
+        c.pvv = pvv;
+        c.pin_tries = 0;
+        if c.status == CardStatus::PinBlocked {
+            c.status = CardStatus::Active;
+            c.clock_reset_at = now;
+        }
+        self.list_card(card, fx);
+        Code::Approved
+    }
+
+    fn block(&mut self, pan: &Pan, fx: &mut Effects) -> Code {
+        let card = match self.admin_card(pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        let c = &mut self.cards[card.0 as usize];
+        let blocked = CardStatus::Blocked {
+            reason: BlockReason::Bank,
+        };
+        if c.status != blocked {
+            c.status = blocked;
+            self.list_card(card, fx);
+        }
+        Code::Approved
+    }
+
+    fn unblock(&mut self, pan: &Pan, fx: &mut Effects) -> Code {
+        let card = match self.admin_card(pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        let now = self.now;
+        let c = &mut self.cards[card.0 as usize];
+        match c.status {
+            CardStatus::Inactive => return Code::InvalidTransition,
+            CardStatus::Active => {}
+            CardStatus::Blocked { .. } | CardStatus::PinBlocked => {
+                c.status = CardStatus::Active;
+                c.clock_reset_at = now;
+            }
+            // admin_card refused closed cards.
+            CardStatus::Closed => return Code::CardClosed,
+        }
+        c.pin_tries = 0;
+        self.list_card(card, fx);
+        Code::Approved
+    }
+
+    fn replace(
+        &mut self,
+        index: u32,
+        old_pan: &Pan,
+        new_pan: Pan,
+        pvv: Pvv,
+        fx: &mut Effects,
+    ) -> Code {
+        let old = match self.admin_card(old_pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        if self.pans.contains_key(&new_pan) {
+            return Code::AlreadyExists;
+        }
+        let family = self.cards[old.0 as usize].family;
+        let Some(new) = self.new_card(new_pan, family, pvv, CardStatus::Active, fx) else {
+            return Code::Overflow;
+        };
+        for program in Program::ALL {
+            let w = program.index();
+            let from = self.cards[old.0 as usize].wallets[w].account;
+            let to = self.cards[new.0 as usize].wallets[w].account;
+            let balance = self.cards[old.0 as usize].wallets[w].balance();
+            if balance > 0 {
+                // The new account is empty and the old one holds `balance`:
+                // this cannot overflow.
+                let moved = self
+                    .books
+                    .transfer(from, to, balance, PostingKind::Replace, index, fx);
+                assert!(moved.is_ok());
+            }
+            let history = std::mem::replace(
+                &mut self.cards[old.0 as usize].wallets[w],
+                Wallet::new(from),
+            );
+            self.cards[new.0 as usize].wallets[w] = Wallet {
+                account: to,
+                ..history
+            };
+        }
+        let (first_credit_at, last_use_at, day, day_amount, day_count) = {
+            let o = &mut self.cards[old.0 as usize];
+            o.status = CardStatus::Closed;
+            o.replaced_by = Some(new);
+            (
+                o.first_credit_at,
+                o.last_use_at,
+                o.day,
+                o.day_amount,
+                o.day_count,
+            )
+        };
+        let n = &mut self.cards[new.0 as usize];
+        n.first_credit_at = first_credit_at;
+        n.last_use_at = last_use_at;
+        n.day = day;
+        n.day_amount = day_amount;
+        n.day_count = day_count;
+        self.list_card(old, fx);
+        Code::Approved
+    }
+
+    fn close(&mut self, index: u32, pan: &Pan, fx: &mut Effects) -> Code {
+        let card = match self.admin_card(pan) {
+            Ok(card) => card,
+            Err(code) => return code,
+        };
+        for program in Program::ALL {
+            let w = program.index();
+            let wallet = &self.cards[card.0 as usize].wallets[w];
+            let (account, balance) = (wallet.account, wallet.balance());
+            if balance > 0 {
+                if self
+                    .books
+                    .transfer(
+                        account,
+                        TREASURY_ACCOUNT,
+                        balance,
+                        PostingKind::Close,
+                        index,
+                        fx,
+                    )
+                    .is_err()
+                {
+                    // Only the treasury's balance could overflow; whatever
+                    // moved already stays moved and is consistent.
+                    return Code::Overflow;
+                }
+                self.cards[card.0 as usize].wallets[w].consumed += balance;
+            }
+        }
+        self.cards[card.0 as usize].status = CardStatus::Closed;
+        self.list_card(card, fx);
+        Code::Approved
+    }
+
+    /// The dormant sweep (DESIGN §3), one pass over every card in id order.
+    fn sweep(&mut self, index: u32, as_of: u64, fx: &mut Effects) -> Code {
+        let as_of = as_of.max(self.last_sweep_as_of);
+        self.last_sweep_as_of = as_of;
+        let limits = self.config.limits;
+        let block_after = u64::from(limits.dormant_block_days) * SECONDS_PER_DAY;
+        let return_cutoff =
+            as_of.checked_sub(u64::from(limits.dormant_return_days) * SECONDS_PER_DAY);
+        let forget_after = (u64::from(limits.dormant_return_days)
+            + u64::from(limits.key_retention_days))
+            * SECONDS_PER_DAY;
+
+        for i in 0..self.cards.len() {
+            let card = CardId(i as u32); // cards.len() ≤ u32::MAX
+            let Ledger { cards, books, .. } = self;
+            let c = &mut cards[i];
+            let mut changed = false;
+            let blocked = c.status == CardStatus::Active
+                && as_of.saturating_sub(c.dormancy_anchor()) >= block_after;
+            if blocked {
+                c.status = CardStatus::Blocked {
+                    reason: BlockReason::Dormant,
+                };
+                changed = true;
+            }
+            let mut returned = [0; 2];
+            for (w, wallet) in c.wallets.iter_mut().enumerate() {
+                if let Some(cutoff) = return_cutoff {
+                    returned[w] = return_old_lots(wallet, cutoff, books, index, fx);
+                }
+                changed |= forget_spent_lots(wallet, as_of, forget_after);
+            }
+            let pan = c.pan;
+            if blocked || returned != [0, 0] {
+                fx.sweep.push(SweepLine {
+                    card,
+                    pan,
+                    blocked,
+                    returned,
+                });
+            }
+            if changed || returned != [0, 0] {
+                self.list_card(card, fx);
+            }
+        }
+        Code::Approved
+    }
+
+    fn expire_keys(&mut self, before: u64) -> Code {
+        while let Some(key) = self.key_order.front() {
+            match self.keys.get(key) {
+                Some(record) if record.at >= before => break,
+                _ => {
+                    self.keys.remove(key);
+                    self.key_order.pop_front();
+                }
+            }
+        }
+        Code::Approved
+    }
+}
+
+/// Returns to the treasury every unspent stretch of the wallet's lots that
+/// arrived at or before `cutoff`, oldest first, one posting per lot.
+fn return_old_lots(
+    wallet: &mut Wallet,
+    cutoff: u64,
+    books: &mut Books,
+    index: u32,
+    fx: &mut Effects,
+) -> Amount {
+    let mut returned: Amount = 0;
+    // Stretch 0 is the floor, then the kept lots in order.
+    for s in 0..=wallet.lots.len() {
+        let (arrived_at, end) = if s == 0 {
+            (wallet.floor_arrived_at, wallet.floor_end)
+        } else {
+            let lot = wallet.lots[s - 1];
+            (lot.arrived_at, lot.end)
+        };
+        if end <= wallet.consumed {
+            continue;
+        }
+        if arrived_at > cutoff {
+            break; // lots are in arrival order: the rest are younger
+        }
+        // Everything before this lot is spent or returned already.
+        let amount = end - wallet.consumed;
+        if books
+            .transfer(
+                wallet.account,
+                TREASURY_ACCOUNT,
+                amount,
+                PostingKind::Sweep,
+                index,
+                fx,
+            )
+            .is_err()
+        {
+            break; // only the treasury could overflow; return the rest later
+        }
+        wallet.consumed = end;
+        returned += amount;
+    }
+    assert_eq!(
+        i128::from(books.balance(wallet.account)),
+        i128::from(wallet.balance())
+    );
+    returned
+}
+
+/// Merges fully spent lots that are old enough that no payment touching them
+/// can still be reversed into the floor; keeps a wallet's lot list short.
+fn forget_spent_lots(wallet: &mut Wallet, as_of: u64, forget_after: u64) -> bool {
+    let spent = wallet
+        .lots
+        .iter()
+        .take_while(|lot| {
+            lot.end <= wallet.consumed && lot.arrived_at.saturating_add(forget_after) <= as_of
+        })
+        .count();
+    if spent == 0 {
+        return false;
+    }
+    let newest = wallet.lots[spent - 1];
+    wallet.floor_end = newest.end;
+    wallet.floor_arrived_at = newest.arrived_at;
+    wallet.lots.drain(..spent);
+    true
+}
+
+fn span(start: usize, end: usize) -> Span {
+    // Both are bounded by the batch's postings, far below u32::MAX for any
+    // batch within BATCH_COMMANDS_MAX except a sweep over > 2^31 lots.
+    Span {
+        start: u32::try_from(start).unwrap_or(u32::MAX),
+        len: u32::try_from(end - start).unwrap_or(u32::MAX),
+    }
+}

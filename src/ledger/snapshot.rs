@@ -1,0 +1,302 @@
+//! Checkpoints and the full invariant check.
+//!
+//! Why: restart is checkpoint + replay (DESIGN §2). Storage writes a
+//! [`Snapshot`] (or streams the same records from [`Ledger::accounts`],
+//! [`Ledger::cards`] and [`Ledger::keys`]) and later hands it to
+//! [`Ledger::restore`], then replays the journal after it. Restore trusts
+//! nothing: it rebuilds the indexes and runs [`Ledger::check_invariants`],
+//! the same full scan `kks-switch audit` runs.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::LedgerConfig;
+use super::machine::{Books, Ledger, ACCOUNTS_MAX};
+use super::state::{
+    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
+};
+use super::types::{CardId, Program, RequestKey};
+
+/// The ledger's sequence numbers and clocks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Counters {
+    /// Latest batch timestamp (unix seconds).
+    pub now: u64,
+    /// Approvals so far (next approval code is from `approvals + 1`).
+    pub approvals: u64,
+    /// Batches applied so far.
+    pub batches: u64,
+    /// Postings made so far (next posting id).
+    pub postings: u64,
+    /// The latest sweep's `as_of`.
+    pub last_sweep_as_of: u64,
+}
+
+/// Everything needed to recreate a ledger exactly. Account and card ids are
+/// positions in their vectors; keys are in the order they were recorded.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The configuration it ran with.
+    pub config: LedgerConfig,
+    /// Sequence numbers and clocks.
+    pub counters: Counters,
+    /// All accounts, by id.
+    pub accounts: Vec<Account>,
+    /// All cards, by id.
+    pub cards: Vec<Card>,
+    /// All idempotency keys, oldest first.
+    pub keys: Vec<(RequestKey, KeyRecord)>,
+}
+
+/// A broken invariant, found by [`Ledger::check_invariants`] or refused by
+/// [`Ledger::restore`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger invariant broken: {what}")]
+pub struct InvariantViolation {
+    /// What is wrong, with ids (never a full PAN).
+    pub what: String,
+}
+
+fn broken<T>(what: String) -> Result<T, InvariantViolation> {
+    Err(InvariantViolation { what })
+}
+
+impl Ledger {
+    /// The sequence numbers and clocks.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            now: self.now,
+            approvals: self.approvals,
+            batches: self.batches,
+            postings: self.books.postings,
+            last_sweep_as_of: self.last_sweep_as_of,
+        }
+    }
+
+    /// A full copy of the state. Storage with millions of cards may prefer to
+    /// stream [`Ledger::accounts`], [`Ledger::cards`] and [`Ledger::keys`]
+    /// and build the `Snapshot` only on restore.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            config: self.config,
+            counters: self.counters(),
+            accounts: self.books.accounts.clone(),
+            cards: self.cards.clone(),
+            keys: self.keys().map(|(k, r)| (*k, *r)).collect(),
+        }
+    }
+
+    /// Recreates a ledger from a snapshot, after checking every invariant.
+    pub fn restore(snapshot: Snapshot) -> Result<Ledger, InvariantViolation> {
+        let Snapshot {
+            config,
+            counters,
+            accounts,
+            cards,
+            keys,
+        } = snapshot;
+        if accounts.len() > ACCOUNTS_MAX || cards.len() > ACCOUNTS_MAX {
+            return broken("too many accounts or cards".into());
+        }
+        let mut ledger = Ledger::new(config);
+        ledger.books = Books::new(accounts, counters.postings);
+        ledger.now = counters.now;
+        ledger.approvals = counters.approvals;
+        ledger.batches = counters.batches;
+        ledger.last_sweep_as_of = counters.last_sweep_as_of;
+
+        for (i, account) in ledger.books.accounts.iter().enumerate() {
+            let id = super::types::AccountId(i as u32); // ≤ ACCOUNTS_MAX, checked
+            match account.kind {
+                AccountKind::Terminal { merchant, .. } => {
+                    if ledger.terminals.insert(merchant, id).is_some() {
+                        return broken(format!("terminal account {merchant:?} twice"));
+                    }
+                }
+                AccountKind::Interbank { bank } => {
+                    if ledger.interbank.iter().any(|(b, _)| *b == bank) {
+                        return broken(format!("interbank account for {bank} twice"));
+                    }
+                    ledger.interbank.push((bank, id));
+                }
+                _ => {}
+            }
+        }
+        for (i, card) in cards.iter().enumerate() {
+            let id = CardId(i as u32); // ≤ ACCOUNTS_MAX, checked
+            if ledger.pans.insert(card.pan, id).is_some() {
+                return broken(format!("card {id:?}: PAN {:?} twice", card.pan));
+            }
+            // A family's latest card, as opening and replacing leave it.
+            ledger.families.insert(card.family, id);
+        }
+        ledger.card_listed = vec![0; cards.len()];
+        ledger.cards = cards;
+        for (key, record) in keys {
+            if ledger.keys.insert(key, record).is_some() {
+                return broken(format!("{key:?} twice"));
+            }
+            ledger.key_order.push_back(key);
+        }
+        ledger.check_invariants()?;
+        Ok(ledger)
+    }
+
+    /// The full check, scanning everything: the books balance (the sum over
+    /// all accounts is zero), no wallet is below zero and each equals its
+    /// card's credited − consumed, lots are ordered, ids and indexes agree,
+    /// at most one open card per family, keys are in time order. For tests,
+    /// `audit` and restore; `apply` keeps only the cheap running checks.
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        let accounts = &self.books.accounts;
+        if accounts.len() < 2
+            || accounts[SOURCE_ACCOUNT.0 as usize].kind != AccountKind::Source
+            || accounts[TREASURY_ACCOUNT.0 as usize].kind != AccountKind::Treasury
+        {
+            return broken("source and treasury must be accounts 0 and 1".into());
+        }
+        let mut sum: i128 = 0;
+        for (i, account) in accounts.iter().enumerate() {
+            sum += i128::from(account.balance);
+            match account.kind {
+                AccountKind::Source | AccountKind::Treasury if i > 1 => {
+                    return broken(format!("account {i}: second source or treasury"));
+                }
+                AccountKind::Wallet { card, program } => {
+                    let owner = self.cards.get(card.0 as usize);
+                    if owner.map(|c| c.wallets[program.index()].account.0 as usize) != Some(i) {
+                        return broken(format!(
+                            "account {i}: wallet of {card:?} does not point back"
+                        ));
+                    }
+                    if account.balance < 0 {
+                        return broken(format!("account {i}: wallet below zero"));
+                    }
+                }
+                AccountKind::Terminal { merchant, .. } => {
+                    if self.terminals.get(&merchant).map(|a| a.0 as usize) != Some(i) {
+                        return broken(format!("account {i}: terminal index disagrees"));
+                    }
+                }
+                AccountKind::Interbank { bank } => {
+                    if bank == self.config.bank {
+                        return broken(format!("account {i}: interbank account for own bank"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if sum != 0 {
+            return broken(format!("sum over all accounts is {sum}, not 0"));
+        }
+        if self.terminals.len()
+            != accounts
+                .iter()
+                .filter(|a| matches!(a.kind, AccountKind::Terminal { .. }))
+                .count()
+        {
+            return broken("terminal index has extra entries".into());
+        }
+
+        if self.pans.len() != self.cards.len() || self.card_listed.len() != self.cards.len() {
+            return broken("card index size disagrees".into());
+        }
+        let mut open_families = HashSet::new();
+        for (i, card) in self.cards.iter().enumerate() {
+            let id = CardId(i as u32);
+            if self.pans.get(&card.pan) != Some(&id) {
+                return broken(format!("card {i}: PAN index disagrees"));
+            }
+            if card.status != CardStatus::Closed && !open_families.insert(card.family) {
+                return broken(format!("card {i}: family has two open cards"));
+            }
+            if let Some(next) = card.replaced_by {
+                if next.0 as usize <= i || next.0 as usize >= self.cards.len() {
+                    return broken(format!("card {i}: replaced by a bad card id"));
+                }
+                if card.status != CardStatus::Closed {
+                    return broken(format!("card {i}: replaced but not closed"));
+                }
+            }
+            for program in Program::ALL {
+                let wallet = &card.wallets[program.index()];
+                let account = accounts.get(wallet.account.0 as usize);
+                match account {
+                    Some(a) if a.kind == (AccountKind::Wallet { card: id, program }) => {
+                        if wallet.consumed > wallet.credited {
+                            return broken(format!("card {i}: consumed above credited"));
+                        }
+                        if i128::from(a.balance) != i128::from(wallet.credited - wallet.consumed) {
+                            return broken(format!(
+                                "card {i}: wallet balance ≠ credited − consumed"
+                            ));
+                        }
+                    }
+                    _ => return broken(format!("card {i}: wallet account is not its wallet")),
+                }
+                let mut end = wallet.floor_end;
+                let mut arrived = wallet.floor_arrived_at;
+                for lot in &wallet.lots {
+                    if lot.end <= end || lot.arrived_at < arrived {
+                        return broken(format!("card {i}: lots out of order"));
+                    }
+                    end = lot.end;
+                    arrived = lot.arrived_at;
+                }
+                if end != wallet.credited {
+                    return broken(format!("card {i}: lots do not add up to credited"));
+                }
+            }
+        }
+        for (family, card) in &self.families {
+            if self.cards.get(card.0 as usize).map(|c| c.family) != Some(*family) {
+                return broken(format!("family index points at {card:?} of another family"));
+            }
+        }
+
+        if self.key_order.len() != self.keys.len() {
+            return broken("key order and key store disagree".into());
+        }
+        let mut at = 0;
+        for key in &self.key_order {
+            let Some(record) = self.keys.get(key) else {
+                return broken(format!("{key:?} in order but not stored"));
+            };
+            if record.at < at || record.at > self.now {
+                return broken(format!("{key:?} out of time order"));
+            }
+            at = record.at;
+            if let Some(posted) = record.posted {
+                let card_ok = (posted.card.0 as usize) < self.cards.len();
+                let counter_ok = (posted.counter.0 as usize) < accounts.len();
+                let op_ok = matches!(record.op, KeyOp::Purchase | KeyOp::Withdrawal);
+                if !card_ok || !counter_ok || !op_ok {
+                    return broken(format!("{key:?}: bad posted payment"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys in recording order, for `Ledger::keys`.
+pub(crate) struct KeysInOrder<'a> {
+    pub(crate) order: std::collections::vec_deque::Iter<'a, RequestKey>,
+    pub(crate) keys: &'a HashMap<RequestKey, KeyRecord>,
+}
+
+impl<'a> Iterator for KeysInOrder<'a> {
+    type Item = (&'a RequestKey, &'a KeyRecord);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Every key in the order is stored (checked by check_invariants);
+        // skip rather than panic if not.
+        for key in self.order.by_ref() {
+            if let Some(record) = self.keys.get(key) {
+                return Some((key, record));
+            }
+        }
+        None
+    }
+}

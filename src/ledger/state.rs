@@ -1,0 +1,250 @@
+//! The records the ledger keeps: accounts, cards with their wallets and
+//! credit lots, and idempotency key records.
+//!
+//! Why these are public plain data: storage checkpoints them row by row and
+//! hands them back to [`Ledger::restore`](crate::ledger::Ledger::restore),
+//! which validates every invariant before trusting them. Only the state
+//! machine changes them while it runs.
+//!
+//! Credit lots (for the dormant sweep) are kept as positions on a wallet's
+//! cumulative money line rather than as "remaining" amounts: a wallet has
+//! received `credited` in all and paid out `consumed` in all (purchases,
+//! withdrawals, returns, closure), and lot *i* covers the stretch
+//! `[end(i-1), end(i))` of the credits. Spending first-in-first-out is then
+//! just `consumed += amount` (O(1), no lot walking on the hot path), a lot's
+//! unspent part is whatever of its stretch lies above `consumed`, and a
+//! reversal (`consumed -= amount`) leaves the lots exactly as if the
+//! reversed payment had never happened.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::CardRef;
+use super::outcome::{BlockReason, Reply};
+use super::types::{
+    AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program, Pvv,
+    TerminalKind,
+};
+
+/// The ministry's disbursement source account (goes negative as it pays).
+pub const SOURCE_ACCOUNT: AccountId = AccountId(0);
+/// The treasury account that dormant and closed balances return to.
+pub const TREASURY_ACCOUNT: AccountId = AccountId(1);
+
+/// What an account is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum AccountKind {
+    /// [`SOURCE_ACCOUNT`].
+    Source,
+    /// [`TREASURY_ACCOUNT`].
+    Treasury,
+    /// One of a card's two wallets; never below zero.
+    Wallet {
+        /// The card.
+        card: CardId,
+        /// Which wallet.
+        program: Program,
+    },
+    /// Settlement account of one of this bank's acceptors.
+    Terminal {
+        /// DE42.
+        merchant: MerchantId,
+        /// What it is.
+        kind: TerminalKind,
+    },
+    /// Settlement with another bank whose terminals this bank's cards used.
+    Interbank {
+        /// The acquiring bank.
+        bank: BankCode,
+    },
+}
+
+/// An account: a signed balance (holder's view: positive holds money).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Account {
+    /// What it is.
+    pub kind: AccountKind,
+    /// Balance in DE4 units. The sum over all accounts is always zero.
+    pub balance: i64,
+}
+
+/// Card status (INTERFACE §5 steps 5–6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum CardStatus {
+    /// Issued, not activated yet (62).
+    Inactive,
+    /// Usable.
+    Active,
+    /// Blocked by the bank or as dormant (62).
+    Blocked {
+        /// Why.
+        reason: BlockReason,
+    },
+    /// Blocked by wrong PINs (75) until unblocked or a new PIN is set.
+    PinBlocked,
+    /// Closed or replaced (62). Final.
+    Closed,
+}
+
+/// One credit's stretch of a wallet's money line (see module header).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Lot {
+    /// When the credit arrived (unix seconds, the batch timestamp).
+    pub arrived_at: u64,
+    /// Cumulative credited amount at the end of this lot.
+    pub end: Amount,
+}
+
+/// A wallet's money line and credit lots.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Wallet {
+    /// The wallet's account.
+    pub account: AccountId,
+    /// Everything ever credited (credits, reversals do not count: they lower
+    /// `consumed`).
+    pub credited: Amount,
+    /// Everything ever paid out, net of reversals. Balance = credited − consumed.
+    pub consumed: Amount,
+    /// Lots older than the ones kept are merged into one "floor" stretch
+    /// `[0, floor_end)`; it only matters if a reversal lowers `consumed`
+    /// below it.
+    pub floor_end: Amount,
+    /// Arrival of the newest lot merged into the floor (so a floor is never
+    /// returned earlier than any of its lots would have been).
+    pub floor_arrived_at: u64,
+    /// Kept lots, oldest first; ends strictly increasing, above `floor_end`.
+    pub lots: Vec<Lot>,
+}
+
+impl Wallet {
+    pub(crate) fn new(account: AccountId) -> Wallet {
+        Wallet {
+            account,
+            credited: 0,
+            consumed: 0,
+            floor_end: 0,
+            floor_arrived_at: 0,
+            lots: Vec::new(),
+        }
+    }
+
+    /// credited − consumed.
+    pub fn balance(&self) -> Amount {
+        // consumed ≤ credited is an invariant, checked after every change.
+        self.credited.saturating_sub(self.consumed)
+    }
+}
+
+/// A KKS card and its two wallets.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Card {
+    /// Card number (DE2).
+    pub pan: Pan,
+    /// Family (KK).
+    pub family: FamilyId,
+    /// Status.
+    pub status: CardStatus,
+    /// PIN verification value.
+    pub pvv: Pvv,
+    /// Consecutive wrong PINs.
+    pub pin_tries: u8,
+    /// PKH then BPNT, indexed by [`Program::index`].
+    pub wallets: [Wallet; 2],
+    /// When opened (or issued as a replacement).
+    pub opened_at: u64,
+    /// First credit ever (carried over on replacement).
+    pub first_credit_at: Option<u64>,
+    /// Last cardholder transaction: any request that passed the PIN check.
+    /// Credits do not count.
+    pub last_use_at: Option<u64>,
+    /// Last activation, unblock or replacement: restarts the dormancy clock
+    /// so an unblocked card is not blocked again by the next sweep.
+    pub clock_reset_at: u64,
+    /// The WIB day the withdrawal usage below belongs to.
+    pub day: u64,
+    /// Withdrawn on `day`, net of reversals.
+    pub day_amount: Amount,
+    /// Withdrawals on `day`, net of reversals.
+    pub day_count: u32,
+    /// Approved purchases, net of reversals (for `audit --json`).
+    pub purchased: Amount,
+    /// Approved withdrawals, net of reversals (for `audit --json`).
+    pub withdrawn: Amount,
+    /// The card that replaced this one; reversals of this card's payments
+    /// credit that card.
+    pub replaced_by: Option<CardId>,
+}
+
+impl Card {
+    /// Both wallet balances.
+    pub fn balances(&self) -> super::outcome::Balances {
+        super::outcome::Balances {
+            pkh: self.wallets[0].balance(),
+            bpnt: self.wallets[1].balance(),
+        }
+    }
+
+    /// The moment the dormancy clock runs from: the last cardholder
+    /// transaction, else the first credit, else the opening; but never before
+    /// the last activation, unblock or replacement.
+    pub fn dormancy_anchor(&self) -> u64 {
+        self.last_use_at
+            .or(self.first_credit_at)
+            .unwrap_or(self.opened_at)
+            .max(self.clock_reset_at)
+    }
+}
+
+/// What a key was used for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum KeyOp {
+    /// Disbursement credit.
+    Credit,
+    /// Purchase.
+    Purchase,
+    /// Cash withdrawal.
+    Withdrawal,
+    /// Balance inquiry.
+    Inquiry,
+    /// A reversal's own key.
+    Reversal,
+    /// Not a request: the key of an original that was reversed before it
+    /// arrived. The original is declined `Reversed` if it ever comes.
+    Tombstone,
+}
+
+/// An approved payment that a reversal can undo.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Posted {
+    /// The card that paid.
+    pub card: CardId,
+    /// The wallet that paid.
+    pub wallet: Program,
+    /// The account that received (terminal or interbank).
+    pub counter: AccountId,
+    /// The WIB day of the payment (a reversed withdrawal gives its usage
+    /// back only on the same day).
+    pub day: u64,
+}
+
+/// What the ledger remembers about a key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// When recorded (unix seconds); `ExpireKeys` drops by this.
+    pub at: u64,
+    /// What kind of request.
+    pub op: KeyOp,
+    /// The caller's content fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The ledger's content hash ([`Command::content_hash`](crate::ledger::Command::content_hash)).
+    pub content: u64,
+    /// DE2 (or the family, for a credit by family): a reversal must match it.
+    pub target: CardRef,
+    /// DE4: a reversal must match it.
+    pub amount: Amount,
+    /// The answer, returned again to a retransmission.
+    pub reply: Reply,
+    /// Set when an approved payment moved money.
+    pub posted: Option<Posted>,
+    /// Set once a reversal named this key.
+    pub reversed: bool,
+}

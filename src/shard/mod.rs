@@ -1,0 +1,638 @@
+//! One writer per bank, with group commit (DESIGN §2).
+//!
+//! Each bank's [`Ledger`] is owned by one shard task. Requests reach it
+//! through a bounded queue; the shard takes what has queued (up to
+//! `batch_size_max`), applies it as one batch, and hands the batch's journal
+//! record to the committer. The committer makes every batch that has queued
+//! for it, from every shard, durable in one database transaction and only
+//! then completes the batch's replies. So an answer that a terminal sees is
+//! on disk, and the cost of a commit is shared by every request in it.
+//!
+//! Shards do not wait for their commit before applying the next batch: the
+//! committer is strictly ordered, so if a commit fails, that batch and every
+//! later batch of the same shard are answered "unavailable" (91) and the
+//! shard rebuilds its ledger from the store (checkpoint + replay) before it
+//! takes more work. Nothing a terminal was told is lost; nothing it was not
+//! told is half-applied (a batch is one transaction).
+
+use crate::ledger::{
+    BankCode, Code, Command, Effects, Ledger, LedgerConfig, Reply, Snapshot, SweepLine,
+};
+use crate::storage::{Checkpoint, JournalBatch, PostingRow, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Limits of the shard and commit pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Most commands applied (and committed) as one batch by a shard.
+    pub batch_size_max: usize,
+    /// Requests waiting per bank; beyond it submitters wait (backpressure).
+    pub queue_depth_max: usize,
+    /// How long a request may wait for queue space before it is answered 91.
+    pub queue_timeout_ms: u64,
+    /// Batches between checkpoints of a bank's ledger (also on shutdown).
+    pub checkpoint_every_batches: u64,
+    /// Batches the committer may hold before shards wait on it.
+    pub commit_queue_max: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            batch_size_max: 1024,
+            queue_depth_max: 65_536,
+            queue_timeout_ms: 1_000,
+            checkpoint_every_batches: 20_000,
+            commit_queue_max: 64,
+        }
+    }
+}
+
+/// A command's durable result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Done {
+    /// What the ledger answered (code, approval, balances).
+    pub reply: Reply,
+    /// True when answered from the idempotency store (a retransmission).
+    pub replayed: bool,
+    /// Sweep report lines, for sweep commands.
+    pub sweep: Vec<SweepLine>,
+}
+
+/// The bank's shard or its store cannot take the request (DE39 91).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("issuer unavailable")]
+pub struct Unavailable;
+
+/// What a submitter of one command waits on.
+pub type Ticket = oneshot::Receiver<Result<Done, Unavailable>>;
+/// What a submitter of a run of commands waits on.
+pub type ManyTicket = oneshot::Receiver<Result<Vec<Done>, Unavailable>>;
+
+/// What a caller queued: one request (the wire's case) or a run of commands
+/// answered together (disbursement waves, seeding, benches).
+enum Job {
+    One(Command, oneshot::Sender<Result<Done, Unavailable>>),
+    Many(
+        Vec<Command>,
+        oneshot::Sender<Result<Vec<Done>, Unavailable>>,
+    ),
+}
+
+impl Job {
+    fn len(&self) -> usize {
+        match self {
+            Job::One(..) => 1,
+            Job::Many(c, _) => c.len(),
+        }
+    }
+
+    fn fail(self) {
+        match self {
+            Job::One(_, tx) => {
+                let _ = tx.send(Err(Unavailable));
+            }
+            Job::Many(_, tx) => {
+                let _ = tx.send(Err(Unavailable));
+            }
+        }
+    }
+}
+
+/// Where a batch's outcomes go once durable.
+enum Waiter {
+    One(oneshot::Sender<Result<Done, Unavailable>>, Option<Done>),
+    Many(oneshot::Sender<Result<Vec<Done>, Unavailable>>, Vec<Done>),
+}
+
+impl Waiter {
+    fn complete(self, ok: bool) {
+        match self {
+            Waiter::One(tx, d) => {
+                let _ = tx.send(d.filter(|_| ok).ok_or(Unavailable));
+            }
+            Waiter::Many(tx, d) => {
+                let _ = tx.send(if ok { Ok(d) } else { Err(Unavailable) });
+            }
+        }
+    }
+}
+
+enum CommitItem {
+    Batch {
+        bank: u16,
+        generation: u64,
+        record: JournalBatch,
+        replies: Vec<Waiter>,
+    },
+    Checkpoint {
+        bank: u16,
+        generation: u64,
+        checkpoint: Checkpoint,
+    },
+    /// Completes once everything queued before it is durable.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Failures starting the shards.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("bank {bank}: stored journal cannot be read: {reason}")]
+    Corrupt { bank: u16, reason: String },
+}
+
+/// Encode a batch's commands for the journal.
+pub fn encode_commands(cmds: &[Command]) -> Vec<u8> {
+    postcard::to_stdvec(cmds).unwrap_or_default()
+}
+
+/// Decode a journaled batch.
+pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Rebuild one bank's ledger from the store: its checkpoint (or an empty
+/// ledger), then every journaled batch after it, applied with its own
+/// timestamp. Returns the ledger and the number of batches replayed.
+pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64), ShardError> {
+    let bank = config.bank.0;
+    let mut ledger = match store.load_checkpoint(bank).await? {
+        Some(cp) => {
+            let mut snap: Snapshot =
+                postcard::from_bytes(&cp.body).map_err(|e| ShardError::Corrupt {
+                    bank,
+                    reason: format!("checkpoint: {e}"),
+                })?;
+            // Rule set and limits come from today's configuration.
+            snap.config = config;
+            Ledger::restore(snap).map_err(|e| ShardError::Corrupt {
+                bank,
+                reason: e.to_string(),
+            })?
+        }
+        None => Ledger::new(config),
+    };
+    let mut effects = Effects::with_capacity(1024);
+    let mut replayed = 0u64;
+    loop {
+        // Batches are numbered from 1; `batches` counts those applied.
+        let next = ledger.counters().batches + 1;
+        let page = store.batches_from(bank, next, 512).await?;
+        if page.is_empty() {
+            break;
+        }
+        for b in page {
+            if b.batch != ledger.counters().batches + 1 {
+                return Err(ShardError::Corrupt {
+                    bank,
+                    reason: format!(
+                        "journal gap: expected batch {}, found {}",
+                        ledger.counters().batches + 1,
+                        b.batch
+                    ),
+                });
+            }
+            let cmds = decode_commands(&b.commands).map_err(|e| ShardError::Corrupt {
+                bank,
+                reason: format!("batch {}: {e}", b.batch),
+            })?;
+            effects.clear();
+            ledger.apply(&cmds, b.ts, &mut effects);
+            replayed += 1;
+        }
+    }
+    Ok((ledger, replayed))
+}
+
+/// The running shards of all banks and their committer.
+pub struct Shards {
+    queues: HashMap<u16, mpsc::Sender<Job>>,
+    commit: mpsc::Sender<CommitItem>,
+    cfg: ShardConfig,
+    tasks: Vec<JoinHandle<()>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+/// Per-bank generation numbers: the committer raises one after a failed
+/// commit; the shard then rebuilds before applying more.
+type Generations = Arc<HashMap<u16, AtomicU64>>;
+
+impl Shards {
+    /// Recover every bank's ledger from the store and start its shard and
+    /// the shared committer. `configs` has one entry per bank.
+    pub async fn start(
+        store: Store,
+        configs: Vec<LedgerConfig>,
+        cfg: ShardConfig,
+    ) -> Result<Shards, ShardError> {
+        let generations: Generations = Arc::new(
+            configs
+                .iter()
+                .map(|c| (c.bank.0, AtomicU64::new(0)))
+                .collect(),
+        );
+        let (commit_tx, commit_rx) = mpsc::channel(cfg.commit_queue_max.max(1));
+        let committer = tokio::spawn(committer(store.clone(), commit_rx, generations.clone()));
+        let mut queues = HashMap::new();
+        let mut tasks = Vec::new();
+        for config in configs {
+            let bank = config.bank.0;
+            let started = Instant::now();
+            let (ledger, replayed) = recover(&store, config.clone()).await?;
+            tracing::info!(
+                bank,
+                replayed,
+                ms = started.elapsed().as_millis() as u64,
+                "ledger recovered"
+            );
+            let (tx, rx) = mpsc::channel(cfg.queue_depth_max.max(1));
+            queues.insert(bank, tx);
+            let shard = Shard {
+                bank,
+                config,
+                ledger: Some(ledger),
+                store: store.clone(),
+                rx,
+                commit: commit_tx.clone(),
+                cfg: cfg.clone(),
+                generations: generations.clone(),
+                generation: 0,
+                last_ts: 0,
+                since_checkpoint: 0,
+            };
+            tasks.push(tokio::spawn(shard.run()));
+        }
+        Ok(Shards {
+            queues,
+            commit: commit_tx,
+            cfg,
+            tasks,
+            committer: Some(committer),
+        })
+    }
+
+    /// Queue a command to its bank's shard, waiting up to `queue_timeout_ms`
+    /// for space. Call in arrival order: commands of one caller take effect
+    /// in the order their `submit` calls completed.
+    pub async fn submit(&self, bank: BankCode, cmd: Command) -> Result<Ticket, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(bank, Job::One(cmd, tx)).await?;
+        Ok(rx)
+    }
+
+    /// Queue a run of commands (at most `batch_size_max`; longer runs are
+    /// split by [`Shards::execute_many`]) answered together once durable.
+    pub async fn submit_many(
+        &self,
+        bank: BankCode,
+        cmds: Vec<Command>,
+    ) -> Result<ManyTicket, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(bank, Job::Many(cmds, tx)).await?;
+        Ok(rx)
+    }
+
+    /// Execute a run of commands in order, in chunks of `batch_size_max`,
+    /// keeping up to `window` chunks in flight. Outcomes in command order.
+    pub async fn execute_many(
+        &self,
+        bank: BankCode,
+        cmds: Vec<Command>,
+        window: usize,
+    ) -> Result<Vec<Done>, Unavailable> {
+        let mut out = Vec::with_capacity(cmds.len());
+        let mut pending = std::collections::VecDeque::new();
+        let mut it = cmds.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Command> = it.by_ref().take(self.cfg.batch_size_max.max(1)).collect();
+            pending.push_back(self.submit_many(bank, chunk).await?);
+            if pending.len() >= window.max(1) {
+                if let Some(t) = pending.pop_front() {
+                    out.extend(t.await.unwrap_or(Err(Unavailable))?);
+                }
+            }
+        }
+        while let Some(t) = pending.pop_front() {
+            out.extend(t.await.unwrap_or(Err(Unavailable))?);
+        }
+        Ok(out)
+    }
+
+    async fn enqueue(&self, bank: BankCode, job: Job) -> Result<(), Unavailable> {
+        let q = self.queues.get(&bank.0).ok_or(Unavailable)?;
+        let timeout = Duration::from_millis(self.cfg.queue_timeout_ms);
+        match q.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                q.send_timeout(job, timeout).await.map_err(|_| Unavailable)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unavailable),
+        }
+    }
+
+    /// Submit and wait for the durable result.
+    pub async fn execute(&self, bank: BankCode, cmd: Command) -> Result<Done, Unavailable> {
+        let ticket = self.submit(bank, cmd).await?;
+        ticket.await.unwrap_or(Err(Unavailable))
+    }
+
+    /// Banks served.
+    pub fn banks(&self) -> Vec<u16> {
+        let mut b: Vec<u16> = self.queues.keys().copied().collect();
+        b.sort_unstable();
+        b
+    }
+
+    /// Stop taking work, let every shard finish its queue and write a final
+    /// checkpoint, and wait until all of it is durable.
+    pub async fn shutdown(mut self) {
+        self.queues.clear();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.commit.send(CommitItem::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        drop(self.commit);
+        if let Some(c) = self.committer.take() {
+            let _ = c.await;
+        }
+    }
+}
+
+enum JobReply {
+    One(oneshot::Sender<Result<Done, Unavailable>>),
+    Many(oneshot::Sender<Result<Vec<Done>, Unavailable>>),
+}
+
+struct Shard {
+    bank: u16,
+    config: LedgerConfig,
+    ledger: Option<Ledger>,
+    store: Store,
+    rx: mpsc::Receiver<Job>,
+    commit: mpsc::Sender<CommitItem>,
+    cfg: ShardConfig,
+    generations: Generations,
+    generation: u64,
+    last_ts: u64,
+    since_checkpoint: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shard {
+    async fn run(mut self) {
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.cfg.batch_size_max);
+        let mut cmds: Vec<Command> = Vec::with_capacity(self.cfg.batch_size_max);
+        let mut effects = Effects::with_capacity(self.cfg.batch_size_max);
+        // A job taken from the queue that did not fit the previous batch.
+        let mut carry: Option<Job> = None;
+        loop {
+            jobs.extend(carry.take());
+            let mut size: usize = jobs.iter().map(Job::len).sum();
+            if jobs.is_empty() {
+                match self.rx.recv().await {
+                    Some(j) => {
+                        size = j.len();
+                        jobs.push(j);
+                    }
+                    None => break,
+                }
+            }
+            while size < self.cfg.batch_size_max {
+                match self.rx.try_recv() {
+                    Ok(j) if size + j.len() > self.cfg.batch_size_max => {
+                        carry = Some(j);
+                        break;
+                    }
+                    Ok(j) => {
+                        size += j.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // A failed commit raised our generation: rebuild from the store.
+            let wanted = self
+                .generations
+                .get(&self.bank)
+                .map_or(0, |g| g.load(Ordering::Acquire));
+            if wanted != self.generation || self.ledger.is_none() {
+                self.ledger = None;
+                match recover(&self.store, self.config.clone()).await {
+                    Ok((l, replayed)) => {
+                        tracing::warn!(
+                            bank = self.bank,
+                            replayed,
+                            "ledger rebuilt from the store after a failed commit"
+                        );
+                        self.ledger = Some(l);
+                        self.generation = wanted;
+                    }
+                    Err(e) => {
+                        tracing::error!(bank = self.bank, error = %e, "store unavailable; answering 91");
+                        jobs.drain(..).for_each(Job::fail);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(ledger) = self.ledger.as_mut() else {
+                continue;
+            };
+            let ts = unix_now().max(self.last_ts);
+            self.last_ts = ts;
+            cmds.clear();
+            let mut shapes = Vec::with_capacity(jobs.len());
+            for j in jobs.drain(..) {
+                match j {
+                    Job::One(c, tx) => {
+                        cmds.push(c);
+                        shapes.push((1usize, JobReply::One(tx)));
+                    }
+                    Job::Many(cs, tx) => {
+                        shapes.push((cs.len(), JobReply::Many(tx)));
+                        cmds.extend(cs);
+                    }
+                }
+            }
+            effects.clear();
+            ledger.apply(&cmds, ts, &mut effects);
+            let record = JournalBatch {
+                bank: self.bank,
+                batch: effects.batch,
+                ts,
+                commands: encode_commands(&cmds),
+                postings: effects
+                    .postings
+                    .iter()
+                    .map(|p| PostingRow {
+                        id: p.id,
+                        cmd: p.command,
+                        debit: p.debit.0 as u64,
+                        credit: p.credit.0 as u64,
+                        amount: p.amount,
+                        kind: p.kind as i16,
+                    })
+                    .collect(),
+            };
+            let done_of = |o: &crate::ledger::Outcome| {
+                let sweep = effects.sweep
+                    [o.sweep.start as usize..(o.sweep.start + o.sweep.len) as usize]
+                    .to_vec();
+                Done {
+                    reply: o.reply,
+                    replayed: o.replayed,
+                    sweep,
+                }
+            };
+            let mut outcomes = effects.outcomes.iter();
+            let replies = shapes
+                .into_iter()
+                .map(|(n, r)| match r {
+                    JobReply::One(tx) => Waiter::One(tx, outcomes.next().map(done_of)),
+                    JobReply::Many(tx) => {
+                        Waiter::Many(tx, outcomes.by_ref().take(n).map(done_of).collect())
+                    }
+                })
+                .collect();
+            let item = CommitItem::Batch {
+                bank: self.bank,
+                generation: self.generation,
+                record,
+                replies,
+            };
+            if self.commit.send(item).await.is_err() {
+                break;
+            }
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= self.cfg.checkpoint_every_batches {
+                self.checkpoint().await;
+            }
+        }
+        self.checkpoint().await;
+    }
+
+    async fn checkpoint(&mut self) {
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
+        let snap = ledger.snapshot();
+        let body = match postcard::to_stdvec(&snap) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(bank = self.bank, error = %e, "checkpoint encoding failed");
+                return;
+            }
+        };
+        // The snapshot includes every batch applied so far; it is written
+        // behind them in the committer's order, so it never runs ahead of
+        // the journal.
+        let checkpoint = Checkpoint {
+            batch: ledger.counters().batches,
+            ts: self.last_ts,
+            body,
+        };
+        let _ = self
+            .commit
+            .send(CommitItem::Checkpoint {
+                bank: self.bank,
+                generation: self.generation,
+                checkpoint,
+            })
+            .await;
+        self.since_checkpoint = 0;
+    }
+}
+
+async fn committer(store: Store, mut rx: mpsc::Receiver<CommitItem>, generations: Generations) {
+    let mut items = Vec::with_capacity(64);
+    let mut group: Vec<JournalBatch> = Vec::with_capacity(64);
+    loop {
+        if rx.recv_many(&mut items, 64).await == 0 {
+            break;
+        }
+        let current = |bank: u16, g: u64| {
+            generations
+                .get(&bank)
+                .map_or(0, |x| x.load(Ordering::Acquire))
+                == g
+        };
+        group.clear();
+        for it in items.iter_mut() {
+            if let CommitItem::Batch {
+                bank,
+                generation,
+                record,
+                ..
+            } = it
+            {
+                if current(*bank, *generation) {
+                    group.push(std::mem::take(record));
+                }
+            }
+        }
+        let result = if group.is_empty() {
+            Ok(())
+        } else {
+            store.append(&group).await
+        };
+        let failed = result.is_err();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, batches = group.len(), "group commit failed; affected banks answer 91 and rebuild");
+        }
+        for it in items.drain(..) {
+            match it {
+                CommitItem::Batch {
+                    bank,
+                    generation,
+                    replies,
+                    ..
+                } => {
+                    let ok = !failed && current(bank, generation);
+                    if !ok && current(bank, generation) {
+                        if let Some(g) = generations.get(&bank) {
+                            g.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    replies.into_iter().for_each(|w| w.complete(ok));
+                }
+                CommitItem::Checkpoint {
+                    bank,
+                    generation,
+                    checkpoint,
+                } => {
+                    if !failed && current(bank, generation) {
+                        if let Err(e) = store.save_checkpoint(bank, &checkpoint).await {
+                            tracing::warn!(bank, error = %e, "checkpoint not written; the journal still holds everything");
+                        }
+                    }
+                }
+                CommitItem::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The DE39 of a code, re-exported here for callers that only hold a [`Done`].
+pub fn approved(done: &Done) -> bool {
+    matches!(done.reply.code, Code::Approved)
+}
