@@ -165,3 +165,5 @@ pub fn all() -> Vec<Golden> {
         reversal(),
     ]
 }
+
+pub mod db;
