@@ -46,6 +46,9 @@ pub struct DrillConfig {
     pub mode: Mode,
     pub seed: u64,
     pub print_acks: bool,
+    /// Commands prepared for bulk mode (the run ends when they are done or
+    /// `seconds` pass).
+    pub bulk_commands: u64,
 }
 
 /// The five banks' ledger configurations with default rules.
@@ -151,10 +154,16 @@ fn movement(
     run: u64,
     worker: usize,
     seq: u64,
-    cards: u32,
+    pans: &[Vec<Pan>],
     prev: Option<(RequestKey, Pan, u64, Bank)>,
 ) -> (Bank, Command, RequestKey) {
-    let k = key(&format!("drill:{run:x}:{worker}:{seq}"));
+    let mut buf = [0u8; 47];
+    let n = {
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cur, "drill:{run:x}:{worker}:{seq}");
+        cur.position() as usize
+    };
+    let k = RequestKey::new(&buf[..n]).unwrap_or_else(|| key("drill:overlong"));
     let request = Request {
         key: k,
         fingerprint: Fingerprint::ZERO,
@@ -171,10 +180,11 @@ fn movement(
             k,
         );
     }
-    let bank = Bank::ALL[rng.below(5) as usize];
-    let pan = test_pan(bank, rng.below(cards as u64) as u32);
+    let bi = rng.below(5) as usize;
+    let bank = Bank::ALL[bi];
+    let pan = pans[bi][rng.below(pans[bi].len() as u64) as usize];
     let acquirer = Bank::ALL[rng.below(5) as usize];
-    let amount = (1 + rng.below(50)) * 100_000;
+    let amount = (1 + rng.below(20)) * 10_000;
     let cmd = if rng.below(2) == 0 {
         Command::Purchase(Payment {
             request,
@@ -240,18 +250,56 @@ pub async fn run(
     let _ = std::io::stdout().flush();
     let run_id = cfg.seed ^ (std::process::id() as u64) << 20 ^ started.elapsed().as_nanos() as u64;
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.seconds);
+    let pans: Arc<Vec<Vec<Pan>>> = Arc::new(
+        Bank::ALL
+            .iter()
+            .map(|&b| {
+                (0..cfg.cards_per_bank.max(1))
+                    .map(|i| test_pan(b, i))
+                    .collect()
+            })
+            .collect(),
+    );
     let commands = Arc::new(AtomicU64::new(0));
     let approved = Arc::new(AtomicU64::new(0));
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
     ));
+    // Bulk mode measures the commit path, so its commands are generated
+    // before the clock starts.
+    let mut prepared_all: Vec<Vec<Vec<Command>>> = Vec::new();
+    if cfg.mode == Mode::Bulk {
+        let batch = shard_cfg.batch_size_max.max(1);
+        let per_worker = (cfg.bulk_commands as usize / cfg.workers.max(1)).div_ceil(batch);
+        for w in 0..cfg.workers {
+            let bank = Bank::ALL[w % 5];
+            let mut rng = Rng(cfg.seed ^ (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut seq = 0u64;
+            let mut batches = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                let mut cmds = Vec::with_capacity(batch);
+                while cmds.len() < batch {
+                    let (b, cmd, _) = movement(&mut rng, run_id, w, seq, &pans, None);
+                    seq += 1;
+                    if b == bank {
+                        cmds.push(cmd);
+                    }
+                }
+                batches.push(cmds);
+            }
+            prepared_all.push(batches);
+        }
+        // Workers pop from the end: worker 0 must get bank 0's batches.
+        prepared_all.reverse();
+    }
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..cfg.workers {
+        let mut prepared = prepared_all.pop().unwrap_or_default();
         let shards = shards.clone();
         let (commands, approved, hist) = (commands.clone(), approved.clone(), hist.clone());
         let cfg = cfg.clone();
-        let batch = shard_cfg.batch_size_max;
+        let pans = pans.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(cfg
                 .seed
@@ -265,8 +313,7 @@ pub async fn run(
             while Instant::now() < deadline {
                 match cfg.mode {
                     Mode::Requests => {
-                        let (bank, cmd, k) =
-                            movement(&mut rng, run_id, w, seq, cfg.cards_per_bank, prev);
+                        let (bank, cmd, k) = movement(&mut rng, run_id, w, seq, &pans, prev);
                         seq += 1;
                         let t = Instant::now();
                         let r = shards.execute(BankCode(bank.code_number()), cmd).await;
@@ -300,15 +347,7 @@ pub async fn run(
                     }
                     Mode::Bulk => {
                         let bank = Bank::ALL[w % 5];
-                        let mut cmds = Vec::with_capacity(batch);
-                        while cmds.len() < batch {
-                            let (b, cmd, _) =
-                                movement(&mut rng, run_id, w, seq, cfg.cards_per_bank, None);
-                            seq += 1;
-                            if b == bank {
-                                cmds.push(cmd);
-                            }
-                        }
+                        let Some(cmds) = prepared.pop() else { break };
                         let n = cmds.len() as u64;
                         let t = Instant::now();
                         let r = shards

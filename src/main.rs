@@ -73,6 +73,9 @@ struct DrillArgs {
     /// Commands per batch.
     #[arg(long)]
     batch_size_max: Option<usize>,
+    /// Bulk mode: commands generated before timing starts.
+    #[arg(long, default_value_t = 2_000_000)]
+    commands: u64,
 }
 
 #[derive(Args)]
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
                 mode: a.mode,
                 seed: a.seed,
                 print_acks: a.acks,
+                bulk_commands: a.commands,
             };
             match rt.block_on(drill::run(&cfg.store.db, dc, shard)) {
                 Ok(r) => {

@@ -8,17 +8,17 @@ CREATE TABLE ledger_batches (
     PRIMARY KEY (bank, batch)
 ) WITHOUT ROWID;
 
+-- `key` = bank << 40 | posting id: the rowid itself, so appending a
+-- posting is an append to the table's B-tree with no separate index.
 CREATE TABLE ledger_postings (
-    bank    INTEGER NOT NULL,
-    id      INTEGER NOT NULL,
+    key     INTEGER PRIMARY KEY,
     batch   INTEGER NOT NULL,
     cmd     INTEGER NOT NULL,
     debit   INTEGER NOT NULL,
     credit  INTEGER NOT NULL,
     amount  INTEGER NOT NULL,
-    kind    INTEGER NOT NULL,
-    PRIMARY KEY (bank, id)
-) WITHOUT ROWID;
+    kind    INTEGER NOT NULL
+);
 
 CREATE TABLE ledger_checkpoints (
     bank   INTEGER NOT NULL PRIMARY KEY,

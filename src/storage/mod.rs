@@ -22,8 +22,16 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT on SQLite (8 integers a row).
+/// Rows per multi-row INSERT on SQLite (7 integers a row).
 const SQLITE_ROWS_PER_INSERT: usize = 2000;
+
+/// SQLite keys postings by `bank << 40 | id` (the rowid): 2^40 postings per
+/// bank is far beyond any run.
+const SQLITE_BANK_SHIFT: u32 = 40;
+
+fn sqlite_key(bank: u16, id: u64) -> i64 {
+    (((bank as u64) << SQLITE_BANK_SHIFT) | id) as i64
+}
 
 /// One posting as journaled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,41 +151,64 @@ impl Store {
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
+                // All batch rows in one statement (their command blobs bound).
                 let mut sql = String::with_capacity(64 * SQLITE_ROWS_PER_INSERT);
+                sql.push_str("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES ");
+                for bi in 0..group.len() {
+                    sql.push_str(if bi == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+                }
+                let mut q = sqlx::query(&sql);
                 for bi in 0..group.len() {
                     let b = &group[bi];
-                    sqlx::query("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES (?, ?, ?, ?)")
+                    q = q
                         .bind(b.bank as i64)
                         .bind(b.batch as i64)
                         .bind(b.ts as i64)
-                        .bind(&b.commands[..])
+                        .bind(&b.commands[..]);
+                }
+                if !group.is_empty() {
+                    q.persistent(false).execute(&mut *tx).await?;
+                }
+                // Postings of every batch, in multi-row statements of
+                // integer literals: one parse per chunk, no statement-cache churn.
+                let mut rows = 0usize;
+                sql.clear();
+                for bi in 0..group.len() {
+                    let b = &group[bi];
+                    for pi in 0..b.postings.len() {
+                        let p = &b.postings[pi];
+                        if rows == 0 {
+                            sql.clear();
+                            sql.push_str("INSERT INTO ledger_postings (key, batch, cmd, debit, credit, amount, kind) VALUES ");
+                        } else {
+                            sql.push(',');
+                        }
+                        let _ = write!(
+                            sql,
+                            "({},{},{},{},{},{},{})",
+                            sqlite_key(b.bank, p.id),
+                            b.batch,
+                            p.cmd,
+                            p.debit,
+                            p.credit,
+                            p.amount,
+                            p.kind
+                        );
+                        rows += 1;
+                        if rows == SQLITE_ROWS_PER_INSERT {
+                            sqlx::query(&sql)
+                                .persistent(false)
+                                .execute(&mut *tx)
+                                .await?;
+                            rows = 0;
+                        }
+                    }
+                }
+                if rows > 0 {
+                    sqlx::query(&sql)
+                        .persistent(false)
                         .execute(&mut *tx)
                         .await?;
-                    let mut at = 0;
-                    while at < b.postings.len() {
-                        let chunk =
-                            &b.postings[at..(at + SQLITE_ROWS_PER_INSERT).min(b.postings.len())];
-                        at += chunk.len();
-                        // Integers only, written as literals: one parse per
-                        // chunk and no statement-cache churn.
-                        sql.clear();
-                        sql.push_str("INSERT INTO ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) VALUES ");
-                        for i in 0..chunk.len() {
-                            let p = &chunk[i];
-                            if i > 0 {
-                                sql.push(',');
-                            }
-                            let _ = write!(
-                                sql,
-                                "({},{},{},{},{},{},{},{})",
-                                b.bank, p.id, b.batch, p.cmd, p.debit, p.credit, p.amount, p.kind
-                            );
-                        }
-                        sqlx::query(&sql)
-                            .persistent(false)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
                 }
                 tx.commit().await?;
                 Ok(())
@@ -348,12 +379,13 @@ impl Store {
     /// Every account's balance as the postings journal says: (bank, account,
     /// credits − debits). Used by `audit` to re-derive balances.
     pub async fn derived_balances(&self) -> Result<Vec<(u16, u64, i128)>, StoreError> {
-        const SQL: &str = "SELECT bank, account, SUM(delta) FROM ( \
-             SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
-             UNION ALL SELECT bank, debit AS account, -amount AS delta FROM ledger_postings \
-           ) t GROUP BY bank, account ORDER BY bank, account";
         let rows = match self {
-            Store::Sqlite(pool) => sqlx::query(SQL)
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT bank, account, SUM(delta) FROM ( \
+                   SELECT key >> 40 AS bank, credit AS account, amount AS delta FROM ledger_postings \
+                   UNION ALL SELECT key >> 40 AS bank, debit AS account, -amount AS delta FROM ledger_postings \
+                 ) t GROUP BY bank, account ORDER BY bank, account",
+            )
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -391,7 +423,7 @@ impl Store {
     /// Posting count and the highest posting id + 1 per bank (gapless check).
     pub async fn posting_counts(&self) -> Result<Vec<(u16, u64, u64)>, StoreError> {
         let rows = match self {
-            Store::Sqlite(pool) => sqlx::query("SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank ORDER BY bank")
+            Store::Sqlite(pool) => sqlx::query("SELECT key >> 40, COUNT(*), COALESCE(MAX(key & 1099511627775) + 1, 0) FROM ledger_postings GROUP BY key >> 40 ORDER BY 1")
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -413,12 +445,14 @@ impl Store {
         bank: u16,
         from_batch: u64,
     ) -> Result<Vec<StoredPosting>, StoreError> {
-        const COLS: &str =
-            "SELECT batch, id, cmd, debit, credit, amount, kind FROM ledger_postings";
         let rows = match self {
             Store::Sqlite(pool) => {
-                sqlx::query(&format!("{COLS} WHERE bank = ? AND batch >= ? ORDER BY id"))
-                    .bind(bank as i64)
+                sqlx::query(
+                    "SELECT batch, key & 1099511627775, cmd, debit, credit, amount, kind FROM ledger_postings \
+                     WHERE key >= ? AND key < ? AND batch >= ? ORDER BY key",
+                )
+                    .bind(sqlite_key(bank, 0))
+                    .bind(sqlite_key(bank + 1, 0))
                     .bind(from_batch as i64)
                     .fetch_all(pool)
                     .await?
@@ -434,9 +468,10 @@ impl Store {
                     })
                     .collect()
             }
-            Store::Postgres(pool) => sqlx::query(&format!(
-                "{COLS} WHERE bank = $1 AND batch >= $2 ORDER BY id"
-            ))
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT batch, id, cmd, debit, credit, amount, kind FROM ledger_postings \
+                 WHERE bank = $1 AND batch >= $2 ORDER BY id",
+            )
             .bind(bank as i32)
             .bind(from_batch as i64)
             .fetch_all(pool)
