@@ -7,6 +7,11 @@
 //! - [`pan`]: the masked `Pan` newtype, Luhn, and the five banks' codes, names and test BINs.
 //! - [`config`]: TOML configuration with CLI overrides; every option named and documented.
 //! - [`logging`]: tracing subscriber set-up (human or JSON).
+//! - [`ledger`]: pure per-bank state machine: wallets, postings, idempotency keys, PIN tries, limits, sweep.
+//! - [`shard`]: one writer per bank fed by bounded queues; group commit; recovery from checkpoint + journal.
+//! - [`audit`]: re-derives balances from the journal and checks every invariant (`kks-switch audit`).
+//! - [`drill`]: drives shards and storage with synthetic load (crash test, durable-commit bench).
+//! - [`registry`]: terminals (DE41/DE42) and bank PIN verification keys, unwrapped in memory at start.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
 pub mod audit;
 pub mod config;
@@ -16,6 +21,7 @@ pub mod iso8583;
 pub mod ledger;
 pub mod logging;
 pub mod pan;
+pub mod registry;
 pub mod shard;
 pub mod storage;
 pub mod switch;

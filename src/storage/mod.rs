@@ -59,6 +59,38 @@ pub struct JournalBatch {
     pub postings: Vec<PostingRow>,
 }
 
+/// A registered terminal as stored: keys wrapped under the master key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TerminalRow {
+    /// DE41 (ans8).
+    pub terminal_id: String,
+    /// DE42 (ans15).
+    pub merchant_id: String,
+    /// `ewarong`, `agent` or `merchant`.
+    pub kind: String,
+    /// The terminal's (acquiring) bank code.
+    pub bank: u16,
+    /// DE18 merchant type.
+    pub mcc: String,
+    /// Wrapped 3DES PIN key.
+    pub pin_key: Vec<u8>,
+    /// Wrapped MAC key, when the terminal MACs.
+    pub mac_key: Option<Vec<u8>>,
+}
+
+/// Only ids are printed: the wrapped keys stay out of logs too.
+impl std::fmt::Debug for TerminalRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalRow")
+            .field("terminal_id", &self.terminal_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("kind", &self.kind)
+            .field("bank", &self.bank)
+            .field("mac", &self.mac_key.is_some())
+            .finish()
+    }
+}
+
 /// A posting read back for audit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredPosting {
@@ -489,6 +521,122 @@ impl Store {
             .collect(),
         };
         Ok(rows)
+    }
+
+    /// Store (or replace) a bank's wrapped PIN verification key.
+    pub async fn put_bank_key(&self, bank: u16, wrapped: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("INSERT INTO bank_keys (bank, pvk) VALUES (?, ?) ON CONFLICT (bank) DO UPDATE SET pvk = excluded.pvk")
+                    .bind(bank as i64)
+                    .bind(wrapped)
+                    .execute(pool)
+                    .await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("INSERT INTO bank_keys (bank, pvk) VALUES ($1, $2) ON CONFLICT (bank) DO UPDATE SET pvk = excluded.pvk")
+                    .bind(bank as i32)
+                    .bind(wrapped)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every bank's wrapped PIN verification key.
+    pub async fn bank_keys(&self) -> Result<Vec<(u16, Vec<u8>)>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool) => sqlx::query("SELECT bank, pvk FROM bank_keys ORDER BY bank")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get::<i64, _>(0) as u16, r.get::<Vec<u8>, _>(1)))
+                .collect(),
+            Store::Postgres(pool) => sqlx::query("SELECT bank, pvk FROM bank_keys ORDER BY bank")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get::<i32, _>(0) as u16, r.get::<Vec<u8>, _>(1)))
+                .collect(),
+        })
+    }
+
+    /// Insert or replace terminals (one transaction).
+    pub async fn put_terminals(&self, rows: &[TerminalRow]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for i in 0..rows.len() {
+                    let t = &rows[i];
+                    sqlx::query("INSERT OR REPLACE INTO terminals (terminal_id, merchant_id, kind, bank, mcc, pin_key, mac_key) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                        .bind(&t.terminal_id)
+                        .bind(&t.merchant_id)
+                        .bind(&t.kind)
+                        .bind(t.bank as i64)
+                        .bind(&t.mcc)
+                        .bind(&t.pin_key[..])
+                        .bind(t.mac_key.as_deref())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for i in 0..rows.len() {
+                    let t = &rows[i];
+                    sqlx::query("INSERT INTO terminals (terminal_id, merchant_id, kind, bank, mcc, pin_key, mac_key) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                                 ON CONFLICT (terminal_id, merchant_id) DO UPDATE SET kind = excluded.kind, bank = excluded.bank, mcc = excluded.mcc, pin_key = excluded.pin_key, mac_key = excluded.mac_key")
+                        .bind(&t.terminal_id)
+                        .bind(&t.merchant_id)
+                        .bind(&t.kind)
+                        .bind(t.bank as i32)
+                        .bind(&t.mcc)
+                        .bind(&t.pin_key[..])
+                        .bind(t.mac_key.as_deref())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every registered terminal.
+    pub async fn terminals(&self) -> Result<Vec<TerminalRow>, StoreError> {
+        const SQL: &str = "SELECT terminal_id, merchant_id, kind, bank, mcc, pin_key, mac_key FROM terminals ORDER BY terminal_id, merchant_id";
+        Ok(match self {
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| TerminalRow {
+                    terminal_id: r.get(0),
+                    merchant_id: r.get(1),
+                    kind: r.get(2),
+                    bank: r.get::<i64, _>(3) as u16,
+                    mcc: r.get(4),
+                    pin_key: r.get(5),
+                    mac_key: r.get(6),
+                })
+                .collect(),
+            Store::Postgres(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| TerminalRow {
+                    terminal_id: r.get(0),
+                    merchant_id: r.get(1),
+                    kind: r.get(2),
+                    bank: r.get::<i32, _>(3) as u16,
+                    mcc: r.get(4),
+                    pin_key: r.get(5),
+                    mac_key: r.get(6),
+                })
+                .collect(),
+        })
     }
 
     /// Close the pool (flushes SQLite's WAL state cleanly).
