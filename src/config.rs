@@ -15,7 +15,60 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub shards: crate::shard::ShardConfig,
+    pub rules: RulesConfig,
+    pub security: SecurityConfig,
     pub log: LogConfig,
+}
+
+/// Program rules chosen at run time.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// "food-only" (e-Warong era, default) or "cash-allowed" (since March 2023).
+    pub bpnt_rule_set: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            bpnt_rule_set: "food-only".into(),
+        }
+    }
+}
+
+/// Key material location. The master key never lives in the database.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Hex of the 32-byte master key; empty means the KKS_MASTER_KEY
+    /// environment variable, else the documented test master key.
+    pub master_key_hex: String,
+}
+
+impl Config {
+    /// The BPNT rule set in force.
+    pub fn rule_set(&self) -> crate::ledger::RuleSet {
+        match self.rules.bpnt_rule_set.as_str() {
+            "cash-allowed" => crate::ledger::RuleSet::CashAllowed,
+            _ => crate::ledger::RuleSet::FoodOnly,
+        }
+    }
+
+    /// The master key: config, else `KKS_MASTER_KEY`, else the test key
+    /// (`true` in the second value when the test key is in use).
+    pub fn master_key(&self) -> Result<(crate::crypto::MasterKey, bool), ConfigError> {
+        let hex = if self.security.master_key_hex.is_empty() {
+            std::env::var("KKS_MASTER_KEY").unwrap_or_default()
+        } else {
+            self.security.master_key_hex.clone()
+        };
+        if hex.trim().is_empty() {
+            return Ok((crate::crypto::MasterKey::test_default(), true));
+        }
+        crate::crypto::MasterKey::from_hex(&hex)
+            .map(|k| (k, false))
+            .map_err(|e| ConfigError::Invalid(format!("master key: {e}")))
+    }
 }
 
 /// The ISO 8583 listener and its limits.

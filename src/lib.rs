@@ -7,13 +7,16 @@
 //! - [`pan`]: the masked `Pan` newtype, Luhn, and the five banks' codes, names and test BINs.
 //! - [`config`]: TOML configuration with CLI overrides; every option named and documented.
 //! - [`logging`]: tracing subscriber set-up (human or JSON).
+//! - [`auth`]: ISO 8583 financial requests → ledger commands in INTERFACE §5 order; responses after durability.
 //! - [`ledger`]: pure per-bank state machine: wallets, postings, idempotency keys, PIN tries, limits, sweep.
+//! - [`service`]: the assembled host (store → shards → registry → listener) used by `serve`, `demo` and tests.
 //! - [`shard`]: one writer per bank fed by bounded queues; group commit; recovery from checkpoint + journal.
 //! - [`audit`]: re-derives balances from the journal and checks every invariant (`kks-switch audit`).
 //! - [`drill`]: drives shards and storage with synthetic load (crash test, durable-commit bench).
 //! - [`registry`]: terminals (DE41/DE42) and bank PIN verification keys, unwrapped in memory at start.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod drill;
@@ -22,6 +25,7 @@ pub mod ledger;
 pub mod logging;
 pub mod pan;
 pub mod registry;
+pub mod service;
 pub mod shard;
 pub mod storage;
 pub mod switch;

@@ -7,11 +7,9 @@ use kks_switch::drill::{self, DrillConfig, Mode};
 use kks_switch::iso8583::Framing;
 use kks_switch::logging::{self, LogFormat};
 use kks_switch::storage::Store;
-use kks_switch::switch::{self, NoIssuer};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -226,26 +224,17 @@ async fn audit(cfg: Config, json: bool) -> ExitCode {
 }
 
 async fn serve(cfg: Config) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(&cfg.server.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("kks-switch: cannot listen on {}: {e}", cfg.server.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
+    let running = match kks_switch::service::start(cfg).await {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("kks-switch: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    tracing::info!(%addr, framing = ?cfg.server.framing, "serving; no ledger attached, financial requests are answered 91");
-    println!("listening on {addr}");
+    tokio::spawn(stop_on_signal(running.shutdown_token()));
+    println!("listening on {}", running.addr);
     let _ = std::io::stdout().flush();
-    match switch::serve(listener, cfg.server, Arc::new(NoIssuer), shutdown).await {
+    match running.wait().await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
