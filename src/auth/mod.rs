@@ -308,12 +308,31 @@ impl Issuer {
     }
 }
 
+/// Fault hook for the test suite, compiled into debug builds only: a
+/// request whose DE11 equals `KKS_FAULT_INTERNAL_STAN` is answered 96
+/// (internal error) with nothing applied, as a real internal failure would be.
+#[cfg(debug_assertions)]
+fn injected_internal_error<B: AsRef<[u8]>>(req: &Message<B>) -> bool {
+    static STAN: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    let stan = STAN.get_or_init(|| {
+        std::env::var("KKS_FAULT_INTERNAL_STAN")
+            .ok()
+            .map(String::into_bytes)
+    });
+    matches!((stan, req.stan()), (Some(s), Some(r)) if s.as_slice() == r)
+}
+
 impl Authorizer for Issuer {
     async fn authorize(&self, req: Message<Bytes>) -> Reply {
         let term = self.registry.terminal(
             req.terminal_id().unwrap_or_default(),
             req.merchant_id().unwrap_or_default(),
         );
+        #[cfg(debug_assertions)]
+        if injected_internal_error(&req) {
+            tracing::error!(stan = %req.get_str(de::STAN).unwrap_or("-"), "internal error (injected by KKS_FAULT_INTERNAL_STAN); nothing applied");
+            return Reply::Now(answer(&req, term, b"96", Added::default()));
+        }
         match self.decide(&req, term) {
             Decision::Answer(code) => Reply::Now(answer(&req, term, &code, Added::default())),
             Decision::Submit(bank, cmd) => match self.shards.submit(bank, cmd).await {
