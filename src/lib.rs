@@ -14,6 +14,7 @@
 //! - [`audit`]: re-derives balances from the journal and checks every invariant (`kks-switch audit`).
 //! - [`drill`]: drives shards and storage with synthetic load (crash test, durable-commit bench).
 //! - [`registry`]: terminals (DE41/DE42) and bank PIN verification keys, unwrapped in memory at start.
+//! - [`programs`]: PKH/BPNT rules from `specs/programs.toml`: components, caps, tahap, cadence, periods, entitlements.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
 pub mod audit;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod iso8583;
 pub mod ledger;
 pub mod logging;
 pub mod pan;
+pub mod programs;
 pub mod registry;
 pub mod service;
 pub mod shard;
