@@ -46,6 +46,64 @@ enum Cmd {
     /// Drive the shard and storage path with synthetic money movements (crash
     /// test and durable-commit bench; no wire involved).
     Drill(DrillArgs),
+    /// Create a synthetic population: families, one KKS card each, e-Warong
+    /// and agents; writes cards.csv, terminals.csv, families.csv.
+    Seed(SeedArgs),
+    /// Credit one program's period from a payment-order file or from the
+    /// families' entitlements (idempotent per family and tahap/month).
+    Disburse(DisburseArgs),
+    /// One-command start: seed ./kks-demo/ on an empty database, disburse
+    /// the current period of both programs, then serve.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// Number of families.
+    #[arg(long)]
+    families: u64,
+    /// Seed of the population (same N and seed give byte-identical files).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for cards.csv, terminals.csv and families.csv.
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of terminals given a MAC key (0..=1).
+    #[arg(long, default_value_t = kks_switch::seed::MAC_SHARE_DEFAULT)]
+    mac_share: f64,
+    /// Do not write the CSV files (bulk fixtures for benches).
+    #[arg(long)]
+    no_files: bool,
+}
+
+#[derive(Args)]
+struct DisburseArgs {
+    /// PKH or BPNT.
+    #[arg(long)]
+    program: String,
+    /// PKH: 2026-T1..2026-T4; BPNT: 2026-01 or 2026-01..2026-03.
+    #[arg(long)]
+    period: String,
+    /// Payment-order CSV (specs/disbursement.md); without it, the families'
+    /// entitlements.
+    #[arg(long)]
+    orders: Option<PathBuf>,
+    /// Change nothing; print the same summary.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where to write the reject report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for the demo population's files.
+    #[arg(long, default_value = kks_switch::demo::DEMO_DIR)]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -139,6 +197,14 @@ fn main() -> ExitCode {
             rt.block_on(serve(cfg))
         }
         Cmd::Audit { json } => rt.block_on(audit(cfg, json)),
+        Cmd::Seed(a) => rt.block_on(seed_cmd(cfg, a)),
+        Cmd::Disburse(a) => rt.block_on(disburse_cmd(cfg, a)),
+        Cmd::Demo(a) => {
+            if let Some(v) = a.listen.clone() {
+                cfg.server.listen = v;
+            }
+            rt.block_on(demo_cmd(cfg, a))
+        }
         Cmd::Drill(a) => {
             let mut shard = cfg.shards.clone();
             if let Some(b) = a.batch_size_max {
@@ -269,4 +335,143 @@ async fn stop_on_signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested; finishing in-flight work");
     token.cancel();
+}
+
+/// The program rules: built in, with the configuration's BPNT rule set.
+fn programs(cfg: &Config) -> Result<kks_switch::programs::Programs, ExitCode> {
+    let pc = kks_switch::programs::ProgramsConfig {
+        rule_set: cfg.rules.bpnt_rule_set.clone(),
+        ..Default::default()
+    };
+    kks_switch::programs::Programs::load(&pc).map_err(|e| {
+        eprintln!("kks-switch: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn seed_cmd(cfg: Config, a: SeedArgs) -> ExitCode {
+    let programs = match programs(&cfg) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let master = match cfg.master_key() {
+        Ok((m, _)) => m,
+        Err(e) => {
+            eprintln!("kks-switch seed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match Store::open(&cfg.store.db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kks-switch seed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sc = kks_switch::seed::SeedConfig {
+        families: a.families,
+        seed: a.seed,
+        out: a.out.clone(),
+        mac_share: a.mac_share,
+        skip_files: a.no_files,
+    };
+    let r = kks_switch::seed::run(
+        &cfg.store.db,
+        &store,
+        &programs,
+        &master,
+        cfg.shards.clone(),
+        &sc,
+    )
+    .await;
+    store.close().await;
+    match r {
+        Ok(r) => {
+            let banks: Vec<String> = r.per_bank.iter().map(|(b, n)| format!("{b} {n}")).collect();
+            println!(
+                "seeded {} families ({}), {} e-Warong, {} agents ({} with MAC) in {:.2} s",
+                r.families,
+                banks.join(", "),
+                r.ewarong,
+                r.agents,
+                r.mac_terminals,
+                r.seconds
+            );
+            if !a.no_files {
+                println!("files: {}", a.out.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kks-switch seed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn disburse_cmd(cfg: Config, a: DisburseArgs) -> ExitCode {
+    let programs = match programs(&cfg) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let Some(program) = kks_switch::programs::parse_program(&a.program) else {
+        eprintln!("kks-switch disburse: --program must be PKH or BPNT");
+        return ExitCode::from(2);
+    };
+    let store = match Store::open(&cfg.store.db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kks-switch disburse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dc = kks_switch::disbursement::DisburseConfig {
+        program,
+        period: a.period,
+        orders: a.orders,
+        dry_run: a.dry_run,
+        report: a.report,
+    };
+    let r =
+        kks_switch::disbursement::run(&cfg.store.db, &store, &programs, cfg.shards.clone(), &dc)
+            .await;
+    store.close().await;
+    match r {
+        Ok(s) => {
+            println!("{s}");
+            if s.reconciles() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("kks-switch disburse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo_cmd(cfg: Config, a: DemoArgs) -> ExitCode {
+    let programs = match programs(&cfg) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    match kks_switch::demo::prepare(&cfg, &programs, &a.dir).await {
+        Ok(p) => {
+            if p.seeded {
+                eprintln!("seeded {} families", kks_switch::demo::DEMO_FAMILIES);
+            }
+            for s in &p.summaries {
+                eprintln!("{s}");
+            }
+            println!("cards: {}", p.dir.join("cards.csv").display());
+            println!("terminals: {}", p.dir.join("terminals.csv").display());
+        }
+        Err(e) => {
+            eprintln!("kks-switch demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    serve(cfg).await
 }

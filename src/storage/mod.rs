@@ -22,6 +22,9 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod population;
+pub use population::{FamilyRow, PgLock};
+
 /// Rows per multi-row INSERT on SQLite (7 integers a row).
 const SQLITE_ROWS_PER_INSERT: usize = 2000;
 

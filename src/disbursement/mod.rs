@@ -1,0 +1,548 @@
+//! `kks-switch disburse`: payment orders → idempotent credit batches through
+//! the shards, a reject report, and a summary that reconciles to the file's
+//! control total (DESIGN §4, INTERFACE §8; the file format and the rules are
+//! in `specs/disbursement.md`).
+//!
+//! Why one credit per (family, tahap) and per (family, month): the credit's
+//! idempotency key is `PKH:<yyyy-Tn>:<kk>` or `BPNT:<yyyy-mm>:<kk>`, so
+//! re-running a file, resuming after a crash, or paying a range of months
+//! that overlaps an earlier wave credits every family once. The ledger
+//! answers a repeated key with its first answer, marked as replayed, which
+//! is what "already credited" counts.
+
+mod orders;
+
+pub use orders::{
+    counts, from_entitlements, from_file, from_text, parse_amount, Context, Order, OrdersError,
+    Part, Plan, COLUMNS,
+};
+
+use crate::ledger::{
+    BankCode, CardRef, Code, Command, Credit, FamilyId, Fingerprint, Ledger, Program, Request,
+    RequestKey, BATCH_COMMANDS_MAX,
+};
+use crate::lock::{DbLock, LockError};
+use crate::pan::Bank;
+use crate::programs::{program_name, rupiah, Period, Programs};
+use crate::seed::progress;
+use crate::shard::{recover, ShardConfig, ShardError, Shards};
+use crate::storage::{Store, StoreError};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Credits per submission to a shard (progress granularity).
+const CHUNK: usize = 65_536;
+
+/// Why an order (or a month of it) was not credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// A field is missing or malformed.
+    BadRow,
+    /// The order is for the other program.
+    WrongProgram,
+    /// The order is for another period than this run's.
+    WrongPeriod,
+    /// The same order_id or family appears earlier in the file.
+    DuplicateLine,
+    /// The NIK does not match the family's.
+    NikMismatch,
+    /// The family is not enrolled in this program.
+    NotEnrolled,
+    /// The amount differs from what the rules give.
+    AmountMismatch,
+    /// No card for the family at the order's bank.
+    NoAccount,
+    /// The family's card is closed.
+    ClosedAccount,
+    /// Credited before with a different amount (same key, other content).
+    Conflict,
+    /// Any other decline of the ledger.
+    Declined,
+}
+
+impl Reason {
+    /// The reason as written in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BadRow => "bad-row",
+            Reason::WrongProgram => "wrong-program",
+            Reason::WrongPeriod => "wrong-period",
+            Reason::DuplicateLine => "duplicate-line",
+            Reason::NikMismatch => "nik-mismatch",
+            Reason::NotEnrolled => "not-enrolled",
+            Reason::AmountMismatch => "amount-mismatch",
+            Reason::NoAccount => "no-account",
+            Reason::ClosedAccount => "closed-account",
+            Reason::Conflict => "conflict",
+            Reason::Declined => "declined",
+        }
+    }
+}
+
+/// Count and sum, DE4 units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    pub amount: u128,
+}
+
+impl Tally {
+    fn add(&mut self, amount: u64) {
+        self.count += 1;
+        self.amount += u128::from(amount);
+    }
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub program: &'static str,
+    pub period: String,
+    /// Where the orders came from (file path or "entitlements").
+    pub source: String,
+    pub dry_run: bool,
+    /// Orders in the file and their control total.
+    pub file: Tally,
+    /// Orders with at least one newly credited part; amounts are per part.
+    pub credited: Tally,
+    /// Orders wholly credited before (replayed keys).
+    pub already: Tally,
+    /// Orders rejected.
+    pub rejected: Tally,
+    /// Credits (keys) newly applied.
+    pub credits: u64,
+    /// Sum of the parts newly credited, already credited, rejected.
+    pub credited_amount: u128,
+    pub already_amount: u128,
+    pub rejected_amount: u128,
+    /// Rejects by reason: count of report lines and their amount.
+    pub by_reason: Vec<(Reason, Tally)>,
+    /// The reject report's path.
+    pub report: Option<PathBuf>,
+}
+
+impl Summary {
+    /// Whether the categories add up to the file's count and control total.
+    pub fn reconciles(&self) -> bool {
+        self.credited.count + self.already.count + self.rejected.count == self.file.count
+            && self.credited_amount + self.already_amount + self.rejected_amount == self.file.amount
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "disburse {} {} from {}{}",
+            self.program,
+            self.period,
+            self.source,
+            if self.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "  orders            {:>10}  Rp {:>20}  (control total)",
+            self.file.count,
+            rupiah(self.file.amount)
+        )?;
+        writeln!(
+            f,
+            "  credited          {:>10}  Rp {:>20}  ({} credits)",
+            self.credited.count,
+            rupiah(self.credited_amount),
+            self.credits
+        )?;
+        writeln!(
+            f,
+            "  already credited  {:>10}  Rp {:>20}",
+            self.already.count,
+            rupiah(self.already_amount)
+        )?;
+        writeln!(
+            f,
+            "  rejected          {:>10}  Rp {:>20}",
+            self.rejected.count,
+            rupiah(self.rejected_amount)
+        )?;
+        for (r, t) in &self.by_reason {
+            writeln!(
+                f,
+                "    {:<16}{:>10}  Rp {:>20}",
+                r.as_str(),
+                t.count,
+                rupiah(t.amount)
+            )?;
+        }
+        if let Some(p) = &self.report {
+            writeln!(f, "  reject report     {}", p.display())?;
+        }
+        if self.reconciles() {
+            write!(
+                f,
+                "  reconciled: credited + already credited + rejected = orders and control total"
+            )
+        } else {
+            write!(f, "  DOES NOT RECONCILE with the control total")
+        }
+    }
+}
+
+/// Why a run failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum DisburseError {
+    #[error(transparent)]
+    Orders(#[from] OrdersError),
+    #[error("{0}")]
+    Period(#[from] crate::programs::PeriodError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Shards(#[from] ShardError),
+    #[error("a bank's shard stopped answering (91); run again to resume (credits already made are not repeated)")]
+    Unavailable,
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One run's parameters.
+#[derive(Clone, Debug)]
+pub struct DisburseConfig {
+    pub program: Program,
+    /// As given: `2026-T1`, `2026-01`, `2026-01..2026-03`.
+    pub period: String,
+    /// Payment-order file; `None` computes orders from entitlements.
+    pub orders: Option<PathBuf>,
+    /// Apply to a copy of the books in memory only.
+    pub dry_run: bool,
+    /// Where the reject report goes (default beside the orders file, or
+    /// `disburse-<program>-<period>-rejects.csv` in the working directory).
+    pub report: Option<PathBuf>,
+}
+
+/// The credit's idempotency key.
+pub fn credit_key(program: Program, period: &Period, part: &Part) -> String {
+    match part.month {
+        Some(m) => format!("{}:{m}:{}", program_name(program), part.kk),
+        None => format!("{}:{period}:{}", program_name(program), part.kk),
+    }
+}
+
+fn command(program: Program, period: &Period, part: &Part) -> Command {
+    let key = credit_key(program, period, part);
+    Command::Credit(Credit {
+        request: Request {
+            // ≤ 4 + 1 + 7 + 1 + 20 bytes: always fits.
+            key: RequestKey::new(key.as_bytes()).unwrap_or_else(|| unreachable!("short key")),
+            fingerprint: Fingerprint::ZERO,
+        },
+        program,
+        card: CardRef::Family(FamilyId(part.kk)),
+        amount: part.amount,
+    })
+}
+
+/// The outcome of one part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PartResult {
+    Credited,
+    Already,
+    Rejected(Reason, Code),
+}
+
+fn classify(code: Code, replayed: bool) -> PartResult {
+    match code {
+        Code::Approved if replayed => PartResult::Already,
+        Code::Approved => PartResult::Credited,
+        Code::UnknownCard => PartResult::Rejected(Reason::NoAccount, code),
+        Code::CardClosed => PartResult::Rejected(Reason::ClosedAccount, code),
+        Code::KeyConflict => PartResult::Rejected(Reason::Conflict, code),
+        other => PartResult::Rejected(Reason::Declined, other),
+    }
+}
+
+/// Plan, apply and report one disbursement run on the database at `url`
+/// (opened as `store`).
+pub async fn run(
+    url: &str,
+    store: &Store,
+    programs: &Programs,
+    shard_cfg: ShardConfig,
+    cfg: &DisburseConfig,
+) -> Result<Summary, DisburseError> {
+    let period = programs.parse_period(cfg.program, &cfg.period)?;
+    // Read-only runs take no lock; writers hold it for the whole run.
+    let _lock = if cfg.dry_run {
+        None
+    } else {
+        Some(DbLock::acquire(url, store, "kks-switch disburse").await?)
+    };
+    let rows = store.families().await?;
+    let families: HashMap<u64, crate::storage::FamilyRow> = match cfg.orders {
+        Some(_) => rows.iter().map(|f| (f.kk, f.clone())).collect(),
+        None => HashMap::new(),
+    };
+    let ctx = Context {
+        programs,
+        program: cfg.program,
+        period,
+        period_text: &cfg.period,
+        families: &families,
+    };
+    let plan = match &cfg.orders {
+        Some(p) => from_file(&ctx, &p.display().to_string())?,
+        None => from_entitlements(&ctx, &rows),
+    };
+    drop(families);
+    drop(rows);
+
+    // Apply, bank by bank.
+    let mut results = vec![PartResult::Credited; plan.parts.len()];
+    let pb = progress(
+        plan.parts.len() as u64,
+        if cfg.dry_run { "dry run" } else { "credits" },
+    );
+    for bank in Bank::ALL {
+        let idx: Vec<usize> = (0..plan.parts.len())
+            .filter(|&i| plan.parts[i].bank == bank)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let code = BankCode(bank.code_number());
+        if cfg.dry_run {
+            let (mut ledger, _) = recover(store, programs.ledger_config(code)).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            apply_dry(
+                &mut ledger,
+                now,
+                cfg.program,
+                &period,
+                &plan,
+                &idx,
+                &mut results,
+                &pb,
+            );
+        } else {
+            // Started per bank so a run touches only the banks it pays; a
+            // checkpoint is written at shutdown.
+            let shards = Shards::start(
+                store.clone(),
+                vec![programs.ledger_config(code)],
+                shard_cfg.clone(),
+            )
+            .await?;
+            let r = apply_live(
+                &shards,
+                code,
+                cfg.program,
+                &period,
+                &plan,
+                &idx,
+                &mut results,
+                &pb,
+            )
+            .await;
+            shards.shutdown().await;
+            r?;
+        }
+    }
+    pb.finish_and_clear();
+
+    let report_path = cfg.report.clone().unwrap_or_else(|| match &cfg.orders {
+        Some(p) => PathBuf::from(format!("{}.rejects.csv", p.display())),
+        None => PathBuf::from(format!(
+            "disburse-{}-{}-rejects.csv",
+            program_name(cfg.program),
+            cfg.period.replace("..", "_")
+        )),
+    });
+    let mut summary = summarize(&plan, &results, cfg.program, &period);
+    summary.source = match &cfg.orders {
+        Some(p) => p.display().to_string(),
+        None => "entitlements".into(),
+    };
+    summary.dry_run = cfg.dry_run;
+    summary.period = cfg.period.clone();
+    write_report(&report_path, &plan, &results, cfg.program, &period)?;
+    summary.report = Some(report_path);
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_dry(
+    ledger: &mut Ledger,
+    ts: u64,
+    program: Program,
+    period: &Period,
+    plan: &Plan,
+    idx: &[usize],
+    results: &mut [PartResult],
+    pb: &indicatif::ProgressBar,
+) {
+    let mut effects = crate::ledger::Effects::with_capacity(1024);
+    for chunk in idx.chunks(BATCH_COMMANDS_MAX.min(4096)) {
+        let cmds: Vec<Command> = chunk
+            .iter()
+            .map(|&i| command(program, period, &plan.parts[i]))
+            .collect();
+        ledger.apply(&cmds, ts, &mut effects);
+        for (o, &i) in effects.outcomes.iter().zip(chunk) {
+            results[i] = classify(o.reply.code, o.replayed);
+        }
+        pb.inc(chunk.len() as u64);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_live(
+    shards: &Shards,
+    bank: BankCode,
+    program: Program,
+    period: &Period,
+    plan: &Plan,
+    idx: &[usize],
+    results: &mut [PartResult],
+    pb: &indicatif::ProgressBar,
+) -> Result<(), DisburseError> {
+    for chunk in idx.chunks(CHUNK) {
+        let cmds: Vec<Command> = chunk
+            .iter()
+            .map(|&i| command(program, period, &plan.parts[i]))
+            .collect();
+        let done = shards
+            .execute_many(bank, cmds, 4)
+            .await
+            .map_err(|_| DisburseError::Unavailable)?;
+        for (d, &i) in done.iter().zip(chunk) {
+            results[i] = classify(d.reply.code, d.replayed);
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+fn summarize(plan: &Plan, results: &[PartResult], program: Program, _period: &Period) -> Summary {
+    let mut s = Summary {
+        program: program_name(program),
+        ..Summary::default()
+    };
+    let mut by_reason: HashMap<Reason, Tally> = HashMap::new();
+    // Per order: did any part get credited / already / rejected.
+    let mut state = vec![(false, false, false); plan.orders.len()];
+    for (o, order) in plan.orders.iter().enumerate() {
+        s.file.add(order.amount);
+        if let Some((r, _)) = &order.reject {
+            state[o].2 = true;
+            s.rejected_amount += u128::from(order.amount);
+            by_reason.entry(*r).or_default().add(order.amount);
+        }
+    }
+    for (p, r) in plan.parts.iter().zip(results) {
+        let st = &mut state[p.order as usize];
+        match r {
+            PartResult::Credited => {
+                st.0 = true;
+                s.credits += 1;
+                s.credited_amount += u128::from(p.amount);
+            }
+            PartResult::Already => {
+                st.1 = true;
+                s.already_amount += u128::from(p.amount);
+            }
+            PartResult::Rejected(reason, _) => {
+                st.2 = true;
+                s.rejected_amount += u128::from(p.amount);
+                by_reason.entry(*reason).or_default().add(p.amount);
+            }
+        }
+    }
+    for (o, st) in state.iter().enumerate() {
+        let amount = plan.orders[o].amount;
+        match st {
+            (true, _, _) => s.credited.add(amount),
+            (false, true, _) => s.already.add(amount),
+            _ => s.rejected.add(amount),
+        }
+    }
+    let mut v: Vec<(Reason, Tally)> = by_reason.into_iter().collect();
+    v.sort_by_key(|(r, _)| *r);
+    s.by_reason = v;
+    s
+}
+
+fn write_report(
+    path: &std::path::Path,
+    plan: &Plan,
+    results: &[PartResult],
+    program: Program,
+    period: &Period,
+) -> Result<(), DisburseError> {
+    let io = |source| DisburseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::File::create(path).map_err(io)?;
+    let mut w = std::io::BufWriter::new(f);
+    let mut go = || -> std::io::Result<()> {
+        writeln!(w, "order_id,line,kk,period,amount,reason,detail")?;
+        for o in &plan.orders {
+            if let Some((r, detail)) = &o.reject {
+                writeln!(
+                    w,
+                    "{},{},{},{},{},{},{}",
+                    csv_field(&o.order_id),
+                    o.line,
+                    csv_field(&o.kk),
+                    period,
+                    rupiah(o.amount.into()),
+                    r.as_str(),
+                    csv_field(detail)
+                )?;
+            }
+        }
+        for (p, r) in plan.parts.iter().zip(results) {
+            if let PartResult::Rejected(reason, code) = r {
+                let o = &plan.orders[p.order as usize];
+                let when = p.month.map_or(period.to_string(), |m| m.to_string());
+                writeln!(
+                    w,
+                    "{},{},{},{},{},{},ledger answered {} ({:?}) for key {}",
+                    csv_field(&o.order_id),
+                    o.line,
+                    p.kk,
+                    when,
+                    rupiah(p.amount.into()),
+                    reason.as_str(),
+                    code.de39(),
+                    code,
+                    credit_key(program, period, p)
+                )?;
+            }
+        }
+        w.flush()
+    };
+    go().map_err(io)
+}
+
+/// Quotes a field that holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,706 @@
+//! `kks-switch seed`: a synthetic, deterministic population of N families,
+//! opened at their banks the way a collective account opening does, with
+//! e-Warong merchants and agents to transact at (INTERFACE §8; the files
+//! are described in `specs/population.md`).
+//!
+//! Why deterministic: partners' load tests and our own tests compare runs,
+//! so the same N and seed give byte-identical files. Everything is drawn
+//! from one small PRNG ([`SplitMix64`]) in a fixed order, and keys are
+//! derived by hashing the seed with the key's name, so adding a terminal
+//! does not shift any card's PIN.
+//!
+//! Every change to cards goes through the shards (the single writers);
+//! the `families` table records who the families are so that `disburse`
+//! can compute entitlements.
+
+use crate::crypto::{pin_verification_value, MacKey, MasterKey, Pin, PinKey, PvKey};
+use crate::ledger::{BankCode, CardStatus, Code, Command, FamilyId, MerchantId, Pvv, TerminalKind};
+use crate::lock::{DbLock, LockError};
+use crate::pan::{luhn_check_digit, Bank};
+use crate::programs::{rupiah, Programs};
+use crate::registry::{save_bank_key, save_terminals, RegistryError, Terminal};
+use crate::shard::{ShardConfig, ShardError, Shards};
+use crate::storage::{FamilyRow, Store, StoreError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Families per e-Warong (DESIGN §3: about one per 1,000 families).
+pub const FAMILIES_PER_EWARONG: u64 = 1_000;
+/// Families per agent.
+pub const FAMILIES_PER_AGENT: u64 = 1_000;
+/// Default share of terminals that MAC their messages.
+pub const MAC_SHARE_DEFAULT: f64 = 0.25;
+/// Most families one seed run creates (PANs are BIN + 9-digit sequence per
+/// bank; KKs carry a 10-digit sequence).
+pub const FAMILIES_MAX: u64 = 100_000_000;
+/// Commands per submission to a shard (progress granularity).
+const CHUNK: usize = 65_536;
+
+/// Share of families in PKH and BPNT both, in BPNT only, in PKH only
+/// (‰). BPNT reached 18.27M families and PKH ~10M (DESIGN §3), almost all
+/// PKH families also receive BPNT.
+const MIX_PKH_BPNT: u64 = 530;
+const MIX_BPNT_ONLY: u64 = 450;
+
+/// Per PKH family, for each component of the built-in file by key: the
+/// chance (‰) that the family has members in it, and then the chance (‰)
+/// of 1, 2 or 3 members. Synthetic figures in the proportions PKH reports
+/// show (school children most common, pregnancies rare).
+const COMPONENT_MIX: &[(&str, u64, [u64; 3])] = &[
+    ("hamil", 40, [900, 100, 0]),
+    ("usia_dini", 350, [700, 230, 70]),
+    ("sd", 450, [600, 300, 100]),
+    ("smp", 250, [800, 180, 20]),
+    ("sma", 180, [850, 150, 0]),
+    ("disabilitas", 40, [900, 100, 0]),
+    ("lansia", 220, [850, 150, 0]),
+];
+
+/// BPS province code, name, weight (share of welfare families, ‰ of the
+/// total roughly), bank weights in [`Bank::ALL`] order (BRI, Mandiri, BNI,
+/// BTN, BSI). Aceh is served by BSI alone (Qanun 11/2018 on Islamic
+/// finance); elsewhere the Himbara banks share regions.
+const PROVINCES: &[(u16, &str, u64, [u64; 5])] = &[
+    (11, "Aceh", 20, [0, 0, 0, 0, 100]),
+    (12, "Sumatera Utara", 55, SUMATRA),
+    (13, "Sumatera Barat", 20, SUMATRA),
+    (14, "Riau", 24, SUMATRA),
+    (15, "Jambi", 13, SUMATRA),
+    (16, "Sumatera Selatan", 31, SUMATRA),
+    (17, "Bengkulu", 7, SUMATRA),
+    (18, "Lampung", 33, SUMATRA),
+    (19, "Kepulauan Bangka Belitung", 5, SUMATRA),
+    (21, "Kepulauan Riau", 8, SUMATRA),
+    (31, "DKI Jakarta", 40, JAVA),
+    (32, "Jawa Barat", 180, JAVA),
+    (33, "Jawa Tengah", 135, JAVA),
+    (34, "DI Yogyakarta", 14, JAVA),
+    (35, "Jawa Timur", 150, JAVA),
+    (36, "Banten", 45, JAVA),
+    (51, "Bali", 16, OUTER),
+    (52, "Nusa Tenggara Barat", 20, OUTER),
+    (53, "Nusa Tenggara Timur", 20, OUTER),
+    (61, "Kalimantan Barat", 20, OUTER),
+    (62, "Kalimantan Tengah", 10, OUTER),
+    (63, "Kalimantan Selatan", 15, OUTER),
+    (64, "Kalimantan Timur", 14, OUTER),
+    (65, "Kalimantan Utara", 3, OUTER),
+    (71, "Sulawesi Utara", 10, OUTER),
+    (72, "Sulawesi Tengah", 11, OUTER),
+    (73, "Sulawesi Selatan", 33, OUTER),
+    (74, "Sulawesi Tenggara", 10, OUTER),
+    (75, "Gorontalo", 4, OUTER),
+    (76, "Sulawesi Barat", 5, OUTER),
+    (81, "Maluku", 7, EAST),
+    (82, "Maluku Utara", 5, EAST),
+    (91, "Papua Barat", 4, EAST),
+    (94, "Papua", 16, EAST),
+];
+const SUMATRA: [u64; 5] = [45, 25, 25, 5, 0];
+const JAVA: [u64; 5] = [40, 20, 30, 10, 0];
+const OUTER: [u64; 5] = [50, 15, 30, 5, 0];
+const EAST: [u64; 5] = [40, 40, 20, 0, 0];
+
+/// The province's name, for reports.
+pub fn province_name(code: u16) -> Option<&'static str> {
+    PROVINCES.iter().find(|p| p.0 == code).map(|p| p.1)
+}
+
+/// SplitMix64: tiny, fast, and good enough for synthetic data; fixed
+/// forever so that seeds keep giving the same population.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n ≥ 1; the modulo bias is negligible here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// An index drawn by weights.
+    pub fn weighted(&mut self, weights: &[u64]) -> usize {
+        let total: u64 = weights.iter().sum();
+        let mut x = self.below(total);
+        for (i, &w) in weights.iter().enumerate() {
+            if x < w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+}
+
+/// One synthetic family and its card.
+#[derive(Clone, Debug)]
+pub struct Family {
+    /// KK number (16 digits).
+    pub kk: u64,
+    /// NIK of the head of family (16 digits).
+    pub nik: String,
+    /// Its bank.
+    pub bank: Bank,
+    /// BPS province code.
+    pub province: u16,
+    /// Enrolled in PKH.
+    pub pkh: bool,
+    /// Enrolled in BPNT.
+    pub bpnt: bool,
+    /// PKH members per component (programs file order).
+    pub counts: Vec<u8>,
+    /// Card number (16 digits).
+    pub pan: String,
+    /// The card's PIN (test data: written to cards.csv, stored only as PVV).
+    pub pin: String,
+}
+
+impl Family {
+    /// Components as stored: `key=n` for each non-zero count.
+    pub fn components_text(&self, programs: &Programs) -> String {
+        let mut s = String::new();
+        for (c, &n) in programs.pkh.components.iter().zip(&self.counts) {
+            if n > 0 {
+                if !s.is_empty() {
+                    s.push(',');
+                }
+                s.push_str(&c.key);
+                s.push('=');
+                s.push_str(&n.to_string());
+            }
+        }
+        s
+    }
+}
+
+/// One e-Warong or agent terminal.
+#[derive(Clone)]
+pub struct TerminalSpec {
+    /// DE41, e.g. `EW000001`.
+    pub terminal_id: String,
+    /// DE42, 15 characters, e.g. `EWARONG00000001`.
+    pub merchant_id: String,
+    /// e-Warong or agent.
+    pub kind: TerminalKind,
+    /// The bank that registered it.
+    pub bank: Bank,
+    /// DE18.
+    pub mcc: &'static str,
+    /// Test PIN key (16 bytes).
+    pub pin_key: [u8; 16],
+    /// Test MAC key (32 bytes), for MAC terminals.
+    pub mac_key: Option<[u8; 32]>,
+}
+
+/// What `generate` made.
+pub struct Population {
+    pub families: Vec<Family>,
+    pub terminals: Vec<TerminalSpec>,
+}
+
+fn derive(seed: u64, what: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"kks-switch seed v1|");
+    h.update(seed.to_be_bytes());
+    h.update(b"|");
+    h.update(what.as_bytes());
+    h.finalize().into()
+}
+
+/// A bank's PIN verification key for this seed (test key material).
+pub fn bank_pvk(seed: u64, bank: Bank) -> PvKey {
+    // 32 bytes always make a PvKey.
+    PvKey::from_bytes(&derive(seed, &format!("pvk|{}", bank.code())))
+        .unwrap_or_else(|_| unreachable!("32-byte key"))
+}
+
+fn bank_index(bank: Bank) -> usize {
+    Bank::ALL.iter().position(|&b| b == bank).unwrap_or(0)
+}
+
+/// Draws the population (pure: no I/O).
+pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Population {
+    let mut rng = SplitMix64::new(seed);
+    let province_weights: Vec<u64> = PROVINCES.iter().map(|p| p.2).collect();
+    // Component mix by the programs file's keys; unknown keys (a replaced
+    // file) get a small default share.
+    let mix: Vec<(u64, [u64; 3])> = programs
+        .pkh
+        .components
+        .iter()
+        .map(|c| {
+            COMPONENT_MIX
+                .iter()
+                .find(|m| m.0 == c.key)
+                .map_or((100, [900, 100, 0]), |m| (m.1, m.2))
+        })
+        .collect();
+    let mut pan_seq = [0u64; 5];
+    let mut families = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let p = &PROVINCES[rng.weighted(&province_weights)];
+        let bank = Bank::ALL[rng.weighted(&p.3)];
+        let regency = 1 + rng.below(20);
+        let district = 1 + rng.below(30);
+        let area = u64::from(p.0) * 10_000 + regency * 100 + district;
+        let kk = area * 10_000_000_000 + (i + 1);
+        // NIK: area + birth date (women +40 on the day) + 4-digit number.
+        let day = 1 + rng.below(28) + if rng.below(2) == 0 { 40 } else { 0 };
+        let month = 1 + rng.below(12);
+        let year = 40 + rng.below(50);
+        let nik = format!(
+            "{area:06}{day:02}{month:02}{year:02}{:04}",
+            1 + rng.below(9_999)
+        );
+        let m = rng.below(1_000);
+        let (pkh, bpnt) = if m < MIX_PKH_BPNT {
+            (true, true)
+        } else if m < MIX_PKH_BPNT + MIX_BPNT_ONLY {
+            (false, true)
+        } else {
+            (true, false)
+        };
+        let mut counts = vec![0u8; mix.len()];
+        if pkh {
+            for (slot, (chance, sizes)) in counts.iter_mut().zip(&mix) {
+                if rng.below(1_000) < *chance {
+                    *slot = 1 + rng.weighted(sizes) as u8;
+                }
+            }
+            if counts.iter().all(|&c| c == 0) {
+                // A PKH family has at least one member counted; school
+                // children are the commonest case.
+                let k = programs.component_index("sd").unwrap_or(0);
+                counts[k] = 1;
+            }
+        }
+        let bi = bank_index(bank);
+        pan_seq[bi] += 1;
+        let mut digits = format!("{}{:09}", bank.test_bin(), pan_seq[bi]).into_bytes();
+        digits.push(luhn_check_digit(&digits));
+        let pan = String::from_utf8(digits).unwrap_or_default();
+        let pin = format!("{:06}", rng.below(1_000_000));
+        families.push(Family {
+            kk,
+            nik,
+            bank,
+            province: p.0,
+            pkh,
+            bpnt,
+            counts,
+            pan,
+            pin,
+        });
+    }
+    let mut per_bank = [0u64; 5];
+    for f in &families {
+        per_bank[bank_index(f.bank)] += 1;
+    }
+    let mut terminals = Vec::new();
+    let share_per_million = (mac_share.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+    for (kind, per, prefix, mid_prefix, mcc) in [
+        (
+            TerminalKind::Ewarong,
+            FAMILIES_PER_EWARONG,
+            "EW",
+            "EWARONG",
+            "5411",
+        ),
+        (
+            TerminalKind::Agent,
+            FAMILIES_PER_AGENT,
+            "AG",
+            "AGENT",
+            "6010",
+        ),
+    ] {
+        let mut k = 0u64;
+        for (bi, &bank) in Bank::ALL.iter().enumerate() {
+            let count = ((per_bank[bi] + per / 2) / per).max(1);
+            for _ in 0..count {
+                k += 1;
+                let terminal_id = format!("{prefix}{k:06}");
+                let merchant_id = format!("{mid_prefix}{k:0width$}", width = 15 - mid_prefix.len());
+                let pin_seed = derive(seed, &format!("pin|{terminal_id}"));
+                let mut pin_key = [0u8; 16];
+                pin_key.copy_from_slice(&pin_seed[..16]);
+                let pick = derive(seed, &format!("macpick|{terminal_id}"));
+                let draw = u64::from_be_bytes(pick[..8].try_into().unwrap_or([0; 8])) % 1_000_000;
+                let mac_key =
+                    (draw < share_per_million).then(|| derive(seed, &format!("mac|{terminal_id}")));
+                terminals.push(TerminalSpec {
+                    terminal_id,
+                    merchant_id,
+                    kind,
+                    bank,
+                    mcc,
+                    pin_key,
+                    mac_key,
+                });
+            }
+        }
+    }
+    Population {
+        families,
+        terminals,
+    }
+}
+
+/// What to seed.
+#[derive(Clone, Debug)]
+pub struct SeedConfig {
+    /// Number of families.
+    pub families: u64,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Where the CSV files go.
+    pub out: PathBuf,
+    /// Share of terminals with a MAC key, 0..=1.
+    pub mac_share: f64,
+    /// Skip writing the CSV files (bulk fixtures for benches).
+    pub skip_files: bool,
+}
+
+/// What a seed run did.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    pub families: u64,
+    pub ewarong: u64,
+    pub agents: u64,
+    pub mac_terminals: u64,
+    pub per_bank: Vec<(Bank, u64)>,
+    pub seconds: f64,
+}
+
+/// Why seeding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("--families must be between 1 and {FAMILIES_MAX}")]
+    Count,
+    #[error("--mac-share must be between 0 and 1")]
+    MacShare,
+    #[error("the database already holds {0} families; seed a fresh database (--db)")]
+    NotEmpty(u64),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Shards(#[from] ShardError),
+    #[error("a bank's shard stopped answering (91) while opening accounts")]
+    Unavailable,
+    #[error("bank {bank}: {what} answered {code:?}")]
+    Declined {
+        bank: &'static str,
+        what: String,
+        code: Code,
+    },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A progress bar on standard error (hidden when it is not a terminal).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>12} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Seed the database at `url` (opened as `store`): lock it, draw the
+/// population, register keys and terminals, open every account through the
+/// shards, record the families, and write the CSV files.
+pub async fn run(
+    url: &str,
+    store: &Store,
+    programs: &Programs,
+    master: &MasterKey,
+    shard_cfg: ShardConfig,
+    cfg: &SeedConfig,
+) -> Result<SeedReport, SeedError> {
+    if cfg.families == 0 || cfg.families > FAMILIES_MAX {
+        return Err(SeedError::Count);
+    }
+    if !(0.0..=1.0).contains(&cfg.mac_share) {
+        return Err(SeedError::MacShare);
+    }
+    let started = Instant::now();
+    let _lock = DbLock::acquire(url, store, "kks-switch seed").await?;
+    let existing = store.family_count().await?;
+    if existing > 0 {
+        return Err(SeedError::NotEmpty(existing));
+    }
+    let pop = generate(programs, cfg.families, cfg.seed, cfg.mac_share);
+
+    for bank in Bank::ALL {
+        save_bank_key(store, master, bank, &bank_pvk(cfg.seed, bank)).await?;
+    }
+    let terminals: Vec<Terminal> = pop
+        .terminals
+        .iter()
+        .map(|t| Terminal {
+            terminal_id: pad8(&t.terminal_id),
+            merchant: MerchantId::new(t.merchant_id.as_bytes())
+                .unwrap_or_else(|| unreachable!("merchant ids are 15 characters")),
+            kind: t.kind,
+            bank: t.bank,
+            mcc: mcc4(t.mcc),
+            pin_key: PinKey::from_bytes(&t.pin_key).unwrap_or_else(|_| unreachable!("16 bytes")),
+            mac_key: t
+                .mac_key
+                .map(|k| MacKey::from_bytes(&k).unwrap_or_else(|_| unreachable!("32 bytes"))),
+        })
+        .collect();
+    save_terminals(store, master, &terminals).await?;
+
+    let shards = Shards::start(store.clone(), programs.ledger_configs(), shard_cfg).await?;
+    let result = open_accounts(&shards, &pop, cfg.seed).await;
+    shards.shutdown().await;
+    result?;
+
+    let pb = progress(pop.families.len() as u64, "families");
+    for chunk in pop.families.chunks(CHUNK) {
+        let rows: Vec<FamilyRow> = chunk
+            .iter()
+            .map(|f| FamilyRow {
+                kk: f.kk,
+                nik: f.nik.clone(),
+                bank: f.bank.code_number(),
+                province: f.province,
+                pkh: f.pkh,
+                bpnt: f.bpnt,
+                components: f.components_text(programs),
+                pan: f.pan.clone(),
+            })
+            .collect();
+        store.put_families(&rows).await?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+
+    if !cfg.skip_files {
+        write_files(&cfg.out, programs, &pop)?;
+    }
+    let mut report = SeedReport {
+        families: cfg.families,
+        seconds: started.elapsed().as_secs_f64(),
+        ..SeedReport::default()
+    };
+    for t in &pop.terminals {
+        match t.kind {
+            TerminalKind::Ewarong => report.ewarong += 1,
+            _ => report.agents += 1,
+        }
+        report.mac_terminals += u64::from(t.mac_key.is_some());
+    }
+    for bank in Bank::ALL {
+        let n = pop.families.iter().filter(|f| f.bank == bank).count() as u64;
+        report.per_bank.push((bank, n));
+    }
+    Ok(report)
+}
+
+fn pad8(s: &str) -> [u8; 8] {
+    let mut t = [b' '; 8];
+    let b = s.as_bytes();
+    let n = b.len().min(8);
+    t[..n].copy_from_slice(&b[..n]);
+    t
+}
+
+fn mcc4(s: &str) -> [u8; 4] {
+    let mut m = [b'0'; 4];
+    if s.len() == 4 {
+        m.copy_from_slice(s.as_bytes());
+    }
+    m
+}
+
+async fn open_accounts(shards: &Shards, pop: &Population, seed: u64) -> Result<(), SeedError> {
+    let pb = progress(
+        pop.families.len() as u64 + pop.terminals.len() as u64,
+        "accounts",
+    );
+    let check = |bank: Bank, what: &dyn Fn(usize) -> String, done: &[crate::shard::Done]| {
+        for (i, d) in done.iter().enumerate() {
+            // AlreadyExists: a seed interrupted after opening and run again.
+            if !matches!(d.reply.code, Code::Approved | Code::AlreadyExists) {
+                return Err(SeedError::Declined {
+                    bank: bank.name(),
+                    what: what(i),
+                    code: d.reply.code,
+                });
+            }
+        }
+        Ok(())
+    };
+    for bank in Bank::ALL {
+        let code = BankCode(bank.code_number());
+        let terms: Vec<&TerminalSpec> = pop.terminals.iter().filter(|t| t.bank == bank).collect();
+        let cmds: Vec<Command> = terms
+            .iter()
+            .map(|t| Command::OpenTerminalAccount {
+                merchant: MerchantId::new(t.merchant_id.as_bytes())
+                    .unwrap_or_else(|| unreachable!("15 characters")),
+                kind: t.kind,
+            })
+            .collect();
+        let done = shards
+            .execute_many(code, cmds, 4)
+            .await
+            .map_err(|_| SeedError::Unavailable)?;
+        check(
+            bank,
+            &|i| format!("terminal account {}", terms[i].merchant_id),
+            &done,
+        )?;
+        pb.inc(terms.len() as u64);
+
+        let pvk = bank_pvk(seed, bank);
+        let fams: Vec<&Family> = pop.families.iter().filter(|f| f.bank == bank).collect();
+        for chunk in fams.chunks(CHUNK) {
+            let cmds: Vec<Command> = chunk
+                .iter()
+                .map(|f| {
+                    let pan = crate::pan::Pan::parse(f.pan.as_bytes())
+                        .unwrap_or_else(|_| unreachable!("generated PANs are Luhn-valid"));
+                    let pin: Pin = f.pin.parse().unwrap_or_else(|_| unreachable!("6 digits"));
+                    Command::OpenCard {
+                        pan: crate::ledger::Pan::from_digits(f.pan.as_bytes())
+                            .unwrap_or_else(|| unreachable!("16 digits")),
+                        family: FamilyId(f.kk),
+                        pvv: Pvv(pin_verification_value(&pvk, &pan, &pin)),
+                        status: CardStatus::Active,
+                    }
+                })
+                .collect();
+            let done = shards
+                .execute_many(code, cmds, 4)
+                .await
+                .map_err(|_| SeedError::Unavailable)?;
+            check(bank, &|i| format!("card of family {}", chunk[i].kk), &done)?;
+            pb.inc(chunk.len() as u64);
+        }
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+fn create(path: &Path) -> Result<BufWriter<std::fs::File>, SeedError> {
+    std::fs::File::create(path)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|source| SeedError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Writes `cards.csv`, `terminals.csv` and `families.csv` into `dir`.
+pub fn write_files(dir: &Path, programs: &Programs, pop: &Population) -> Result<(), SeedError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SeedError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+
+    let path = dir.join("cards.csv");
+    let mut w = create(&path)?;
+    (|| -> std::io::Result<()> {
+        writeln!(w, "pan,bank,kk,pin,status")?;
+        for f in &pop.families {
+            writeln!(w, "{},{},{},{},active", f.pan, f.bank.name(), f.kk, f.pin)?;
+        }
+        w.flush()
+    })()
+    .map_err(io(&path))?;
+
+    let path = dir.join("terminals.csv");
+    let mut w = create(&path)?;
+    (|| -> std::io::Result<()> {
+        writeln!(
+            w,
+            "terminal_id,merchant_id,kind,bank,mcc,pin_key_hex,mac_key_hex"
+        )?;
+        for t in &pop.terminals {
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{}",
+                t.terminal_id,
+                t.merchant_id,
+                crate::registry::kind_name(t.kind),
+                t.bank.name(),
+                t.mcc,
+                hex::encode_upper(t.pin_key),
+                t.mac_key.map(hex::encode_upper).unwrap_or_default()
+            )?;
+        }
+        w.flush()
+    })()
+    .map_err(io(&path))?;
+
+    let path = dir.join("families.csv");
+    let mut w = create(&path)?;
+    (|| -> std::io::Result<()> {
+        write!(w, "kk,nik,bank,province,pkh,bpnt")?;
+        for c in &programs.pkh.components {
+            write!(w, ",{}", c.key)?;
+        }
+        writeln!(w, ",pkh_per_tahap,bpnt_per_month,pan")?;
+        for f in &pop.families {
+            write!(
+                w,
+                "{},{},{},{},{},{}",
+                f.kk,
+                f.nik,
+                f.bank.name(),
+                f.province,
+                u8::from(f.pkh),
+                u8::from(f.bpnt)
+            )?;
+            for n in &f.counts {
+                write!(w, ",{n}")?;
+            }
+            let tahap = if f.pkh {
+                programs.pkh_tahap(&f.counts)
+            } else {
+                0
+            };
+            let month = if f.bpnt { programs.bpnt.monthly } else { 0 };
+            writeln!(
+                w,
+                ",{},{},{}",
+                rupiah(tahap.into()),
+                rupiah(month.into()),
+                f.pan
+            )?;
+        }
+        w.flush()
+    })()
+    .map_err(io(&path))?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The seeded population's SQL (`families`, migration 0003) and the
+//! database lock that command-line writers hold (INTERFACE §8).
+
+use super::{Store, StoreError};
+use sqlx::{Connection, Row};
+
+/// Rows per INSERT on SQLite (8 bound values a row, under SQLite's limit).
+const FAMILY_ROWS_PER_INSERT: usize = 1000;
+
+/// One family as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyRow {
+    /// KK number.
+    pub kk: u64,
+    /// NIK of the head of family.
+    pub nik: String,
+    /// Bank code.
+    pub bank: u16,
+    /// BPS province code.
+    pub province: u16,
+    /// Enrolled in PKH.
+    pub pkh: bool,
+    /// Enrolled in BPNT.
+    pub bpnt: bool,
+    /// PKH members per component, `key=n` joined by `,` (zeros left out).
+    pub components: String,
+    /// The card number issued at seeding (clear digits: never log it).
+    pub pan: String,
+}
+
+/// A held PostgreSQL advisory lock: a connection of its own, outside the
+/// pool, so the lock lives exactly as long as this value (dropping it
+/// closes the session, which releases the lock even if the process dies).
+pub struct PgLock {
+    _conn: sqlx::PgConnection,
+}
+
+impl std::fmt::Debug for PgLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgLock")
+    }
+}
+
+impl Store {
+    /// Insert families (one transaction). Fails on a KK already stored.
+    pub async fn put_families(&self, rows: &[FamilyRow]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(FAMILY_ROWS_PER_INSERT) {
+                    let mut sql = String::with_capacity(40 + chunk.len() * 20);
+                    sql.push_str("INSERT INTO families (kk, nik, bank, province, pkh, bpnt, components, pan) VALUES ");
+                    for i in 0..chunk.len() {
+                        sql.push_str(if i == 0 {
+                            "(?,?,?,?,?,?,?,?)"
+                        } else {
+                            ",(?,?,?,?,?,?,?,?)"
+                        });
+                    }
+                    let mut q = sqlx::query(&sql);
+                    for r in chunk {
+                        q = q
+                            .bind(r.kk as i64)
+                            .bind(&r.nik)
+                            .bind(i64::from(r.bank))
+                            .bind(i64::from(r.province))
+                            .bind(i64::from(r.pkh))
+                            .bind(i64::from(r.bpnt))
+                            .bind(&r.components)
+                            .bind(&r.pan);
+                    }
+                    q.persistent(false).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(50_000) {
+                    let kk: Vec<i64> = chunk.iter().map(|r| r.kk as i64).collect();
+                    let nik: Vec<&str> = chunk.iter().map(|r| r.nik.as_str()).collect();
+                    let bank: Vec<i32> = chunk.iter().map(|r| i32::from(r.bank)).collect();
+                    let province: Vec<i16> = chunk.iter().map(|r| r.province as i16).collect();
+                    let pkh: Vec<i16> = chunk.iter().map(|r| i16::from(r.pkh)).collect();
+                    let bpnt: Vec<i16> = chunk.iter().map(|r| i16::from(r.bpnt)).collect();
+                    let comp: Vec<&str> = chunk.iter().map(|r| r.components.as_str()).collect();
+                    let pan: Vec<&str> = chunk.iter().map(|r| r.pan.as_str()).collect();
+                    sqlx::query(
+                        "INSERT INTO families (kk, nik, bank, province, pkh, bpnt, components, pan) \
+                         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int2[], $5::int2[], $6::int2[], $7::text[], $8::text[])",
+                    )
+                    .bind(kk)
+                    .bind(nik)
+                    .bind(bank)
+                    .bind(province)
+                    .bind(pkh)
+                    .bind(bpnt)
+                    .bind(comp)
+                    .bind(pan)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many families are stored.
+    pub async fn family_count(&self) -> Result<u64, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool) => sqlx::query("SELECT COUNT(*) FROM families")
+                .fetch_one(pool)
+                .await?
+                .get::<i64, _>(0) as u64,
+            Store::Postgres(pool) => sqlx::query("SELECT COUNT(*) FROM families")
+                .fetch_one(pool)
+                .await?
+                .get::<i64, _>(0) as u64,
+        })
+    }
+
+    /// Every family, by KK.
+    pub async fn families(&self) -> Result<Vec<FamilyRow>, StoreError> {
+        const SQL: &str =
+            "SELECT kk, nik, bank, province, pkh, bpnt, components, pan FROM families ORDER BY kk";
+        Ok(match self {
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| FamilyRow {
+                    kk: r.get::<i64, _>(0) as u64,
+                    nik: r.get(1),
+                    bank: r.get::<i64, _>(2) as u16,
+                    province: r.get::<i64, _>(3) as u16,
+                    pkh: r.get::<i64, _>(4) != 0,
+                    bpnt: r.get::<i64, _>(5) != 0,
+                    components: r.get(6),
+                    pan: r.get(7),
+                })
+                .collect(),
+            Store::Postgres(pool) => sqlx::query(SQL)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| FamilyRow {
+                    kk: r.get::<i64, _>(0) as u64,
+                    nik: r.get(1),
+                    bank: r.get::<i32, _>(2) as u16,
+                    province: r.get::<i16, _>(3) as u16,
+                    pkh: r.get::<i16, _>(4) != 0,
+                    bpnt: r.get::<i16, _>(5) != 0,
+                    components: r.get(6),
+                    pan: r.get(7),
+                })
+                .collect(),
+        })
+    }
+
+    /// PostgreSQL only: try to take the database's writer lock, an advisory
+    /// lock keyed by the current schema (so test schemas side by side do not
+    /// block each other). `Ok(None)` when someone else holds it; SQLite
+    /// stores answer `Ok(None)` too (they use a lock file, see `crate::lock`).
+    pub async fn try_pg_lock(&self) -> Result<Option<PgLock>, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let mut conn = pool.acquire().await?.detach();
+        let got: bool = sqlx::query(
+            "SELECT pg_try_advisory_lock(hashtext('kks-switch writer:' || current_schema())::int8)",
+        )
+        .fetch_one(&mut conn)
+        .await?
+        .get(0);
+        if got {
+            Ok(Some(PgLock { _conn: conn }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
