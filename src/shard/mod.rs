@@ -39,6 +39,8 @@ pub struct ShardConfig {
     pub queue_timeout_ms: u64,
     /// Batches between checkpoints of a bank's ledger (also on shutdown).
     pub checkpoint_every_batches: u64,
+    /// Commands between checkpoints: bounds what start-up replays.
+    pub checkpoint_every_commands: u64,
     /// Batches the committer may hold before shards wait on it.
     pub commit_queue_max: usize,
 }
@@ -50,6 +52,7 @@ impl Default for ShardConfig {
             queue_depth_max: 65_536,
             queue_timeout_ms: 1_000,
             checkpoint_every_batches: 20_000,
+            checkpoint_every_commands: 1_000_000,
             commit_queue_max: 64,
         }
     }
@@ -244,14 +247,37 @@ impl Shards {
         let committer = tokio::spawn(committer(store.clone(), commit_rx, generations.clone()));
         let mut queues = HashMap::new();
         let mut tasks = Vec::new();
-        for config in configs {
+        // Banks recover in parallel: each is independent.
+        let handles: Vec<_> = configs
+            .into_iter()
+            .map(|config| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let r = recover(&store, config.clone()).await;
+                    (config, r, started.elapsed())
+                })
+            })
+            .collect();
+        let mut recovered = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.await {
+                Ok(x) => recovered.push(x),
+                Err(e) => {
+                    return Err(ShardError::Corrupt {
+                        bank: 0,
+                        reason: format!("recovery task failed: {e}"),
+                    })
+                }
+            }
+        }
+        for (config, r, took) in recovered {
             let bank = config.bank.0;
-            let started = Instant::now();
-            let (ledger, replayed) = recover(&store, config.clone()).await?;
+            let (ledger, replayed) = r?;
             tracing::info!(
                 bank,
                 replayed,
-                ms = started.elapsed().as_millis() as u64,
+                ms = took.as_millis() as u64,
                 "ledger recovered"
             );
             let (tx, rx) = mpsc::channel(cfg.queue_depth_max.max(1));
@@ -268,6 +294,7 @@ impl Shards {
                 generation: 0,
                 last_ts: 0,
                 since_checkpoint: 0,
+                commands_since_checkpoint: 0,
             };
             tasks.push(tokio::spawn(shard.run()));
         }
@@ -387,6 +414,7 @@ struct Shard {
     generation: u64,
     last_ts: u64,
     since_checkpoint: u64,
+    commands_since_checkpoint: u64,
 }
 
 fn unix_now() -> u64 {
@@ -522,7 +550,10 @@ impl Shard {
                 break;
             }
             self.since_checkpoint += 1;
-            if self.since_checkpoint >= self.cfg.checkpoint_every_batches {
+            self.commands_since_checkpoint += cmds.len() as u64;
+            if self.since_checkpoint >= self.cfg.checkpoint_every_batches
+                || self.commands_since_checkpoint >= self.cfg.checkpoint_every_commands
+            {
                 self.checkpoint().await;
             }
         }
@@ -558,6 +589,7 @@ impl Shard {
             })
             .await;
         self.since_checkpoint = 0;
+        self.commands_since_checkpoint = 0;
     }
 }
 
