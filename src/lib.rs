@@ -7,6 +7,7 @@
 //! - [`pan`]: the masked `Pan` newtype, Luhn, and the five banks' codes, names and test BINs.
 //! - [`config`]: TOML configuration with CLI overrides; every option named and documented.
 //! - [`logging`]: tracing subscriber set-up (human or JSON).
+//! - [`admin`]: local admin endpoint of a running `serve`, and the [`admin::Writer`] the CLI writes through (endpoint or locked direct access).
 //! - [`auth`]: ISO 8583 financial requests → ledger commands in INTERFACE §5 order; responses after durability.
 //! - [`ledger`]: pure per-bank state machine: wallets, postings, idempotency keys, PIN tries, limits, sweep.
 //! - [`service`]: the assembled host (store → shards → registry → listener) used by `serve`, `demo` and tests.
@@ -20,6 +21,7 @@
 //! - [`disbursement`]: payment orders → idempotent credits per (family, tahap/month) through the shards; reject report, reconciled summary.
 //! - [`demo`]: `kks-switch demo`: seed a small population on an empty database and disburse the current periods.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod config;

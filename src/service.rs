@@ -30,6 +30,10 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Locked(String),
+    #[error("admin endpoint: {0}")]
+    Admin(std::io::Error),
 }
 
 /// Ledger configurations of the five banks under this configuration.
@@ -53,6 +57,7 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     store: Store,
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl Running {
@@ -65,6 +70,7 @@ impl Running {
     /// then drain the shards (final checkpoints) and close the store.
     pub async fn wait(self) -> std::io::Result<()> {
         let r = self.server.await.unwrap_or(Ok(()));
+        drop(self.admin);
         match Arc::try_unwrap(self.shards) {
             Ok(s) => s.shutdown().await,
             Err(_) => {
@@ -82,6 +88,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if test_key {
         tracing::warn!("using the documented TEST master key; set KKS_MASTER_KEY or security.master_key_hex for anything but testing");
     }
+    crate::admin::check_not_locked(&cfg.store.db).map_err(StartError::Locked)?;
     let store = Store::open(&cfg.store.db).await?;
     let registry = Registry::load(&store, &master).await?;
     let shards =
@@ -102,6 +109,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         registry: Arc::new(registry),
         rule_set: cfg.rule_set(),
     });
+    let admin = crate::admin::start(shards.clone(), &cfg.store.db)
+        .await
+        .map_err(StartError::Admin)?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(crate::switch::serve(
         listener,
@@ -115,5 +125,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown,
         server,
         store,
+        admin: Some(admin),
     })
 }

@@ -59,7 +59,7 @@ impl Default for ShardConfig {
 }
 
 /// A command's durable result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {
     /// What the ledger answered (code, approval, balances).
     pub reply: Reply,
