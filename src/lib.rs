@@ -17,7 +17,6 @@
 //! - [`registry`]: terminals (DE41/DE42) and bank PIN verification keys, unwrapped in memory at start.
 //! - [`programs`]: PKH/BPNT rules from `specs/programs.toml`: components, caps, tahap, cadence, periods, entitlements.
 //! - [`seed`]: deterministic synthetic population: families, cards (PVV only), e-Warong and agents; CSV files.
-//! - [`lock`]: the database writer lock (lock file beside SQLite, advisory lock on PostgreSQL).
 //! - [`disbursement`]: payment orders → idempotent credits per (family, tahap/month) through the shards; reject report, reconciled summary.
 //! - [`demo`]: `kks-switch demo`: seed a small population on an empty database and disburse the current periods.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
@@ -31,7 +30,6 @@ pub mod disbursement;
 pub mod drill;
 pub mod iso8583;
 pub mod ledger;
-pub mod lock;
 pub mod logging;
 pub mod pan;
 pub mod programs;

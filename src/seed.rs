@@ -13,13 +13,13 @@
 //! the `families` table records who the families are so that `disburse`
 //! can compute entitlements.
 
+use crate::admin::{Writer, WriterError};
 use crate::crypto::{pin_verification_value, MacKey, MasterKey, Pin, PinKey, PvKey};
 use crate::ledger::{BankCode, CardStatus, Code, Command, FamilyId, MerchantId, Pvv, TerminalKind};
-use crate::lock::{DbLock, LockError};
 use crate::pan::{luhn_check_digit, Bank};
 use crate::programs::{rupiah, Programs};
 use crate::registry::{save_bank_key, save_terminals, RegistryError, Terminal};
-use crate::shard::{ShardConfig, ShardError, Shards};
+use crate::shard::ShardConfig;
 use crate::storage::{FamilyRow, Store, StoreError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -398,15 +398,15 @@ pub enum SeedError {
     #[error("the database already holds {0} families; seed a fresh database (--db)")]
     NotEmpty(u64),
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Writer(#[from] WriterError),
+    #[error("a server is running on this database; stop it to seed (seeding registers keys and terminals it has already loaded)")]
+    ServerRunning,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Shards(#[from] ShardError),
-    #[error("a bank's shard stopped answering (91) while opening accounts")]
-    Unavailable,
+    #[error("a bank's shard stopped answering (91) while opening accounts: {0}")]
+    Unavailable(WriterError),
     #[error("bank {bank}: {what} answered {code:?}")]
     Declined {
         bank: &'static str,
@@ -450,7 +450,26 @@ pub async fn run(
         return Err(SeedError::MacShare);
     }
     let started = Instant::now();
-    let _lock = DbLock::acquire(url, store, "kks-switch seed").await?;
+    // The single-writer rule: our own shards under the direct-writer lock
+    // (which also keeps a server from starting meanwhile).
+    let writer = Writer::open(url, programs.ledger_configs(), shard_cfg).await?;
+    if writer.is_remote() {
+        return Err(SeedError::ServerRunning);
+    }
+    let result = seed_locked(store, programs, master, cfg, &writer).await;
+    writer.close().await;
+    let mut report = result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn seed_locked(
+    store: &Store,
+    programs: &Programs,
+    master: &MasterKey,
+    cfg: &SeedConfig,
+    writer: &Writer,
+) -> Result<SeedReport, SeedError> {
     let existing = store.family_count().await?;
     if existing > 0 {
         return Err(SeedError::NotEmpty(existing));
@@ -478,10 +497,7 @@ pub async fn run(
         .collect();
     save_terminals(store, master, &terminals).await?;
 
-    let shards = Shards::start(store.clone(), programs.ledger_configs(), shard_cfg).await?;
-    let result = open_accounts(&shards, &pop, cfg.seed).await;
-    shards.shutdown().await;
-    result?;
+    open_accounts(writer, &pop, cfg.seed).await?;
 
     let pb = progress(pop.families.len() as u64, "families");
     for chunk in pop.families.chunks(CHUNK) {
@@ -508,7 +524,6 @@ pub async fn run(
     }
     let mut report = SeedReport {
         families: cfg.families,
-        seconds: started.elapsed().as_secs_f64(),
         ..SeedReport::default()
     };
     for t in &pop.terminals {
@@ -541,7 +556,7 @@ fn mcc4(s: &str) -> [u8; 4] {
     m
 }
 
-async fn open_accounts(shards: &Shards, pop: &Population, seed: u64) -> Result<(), SeedError> {
+async fn open_accounts(writer: &Writer, pop: &Population, seed: u64) -> Result<(), SeedError> {
     let pb = progress(
         pop.families.len() as u64 + pop.terminals.len() as u64,
         "accounts",
@@ -570,10 +585,10 @@ async fn open_accounts(shards: &Shards, pop: &Population, seed: u64) -> Result<(
                 kind: t.kind,
             })
             .collect();
-        let done = shards
-            .execute_many(code, cmds, 4)
+        let done = writer
+            .execute_many(code, cmds)
             .await
-            .map_err(|_| SeedError::Unavailable)?;
+            .map_err(SeedError::Unavailable)?;
         check(
             bank,
             &|i| format!("terminal account {}", terms[i].merchant_id),
@@ -599,10 +614,10 @@ async fn open_accounts(shards: &Shards, pop: &Population, seed: u64) -> Result<(
                     }
                 })
                 .collect();
-            let done = shards
-                .execute_many(code, cmds, 4)
+            let done = writer
+                .execute_many(code, cmds)
                 .await
-                .map_err(|_| SeedError::Unavailable)?;
+                .map_err(SeedError::Unavailable)?;
             check(bank, &|i| format!("card of family {}", chunk[i].kk), &done)?;
             pb.inc(chunk.len() as u64);
         }

@@ -408,7 +408,7 @@ fn waves(db: &TestDb) {
         .lines()
         .skip(1)
         .filter_map(|l| l.split(',').nth(6))
-        .filter_map(|a| kks_switch::disbursement::parse_amount(a))
+        .filter_map(kks_switch::disbursement::parse_amount)
         .sum();
     let ok_total: u64 = (0..3).map(|i| cents(&p(i)["pkh_per_tahap"])).sum();
     let s = cli(

@@ -17,15 +17,15 @@ pub use orders::{
     Part, Plan, COLUMNS,
 };
 
+use crate::admin::{Writer, WriterError};
 use crate::ledger::{
     BankCode, CardRef, Code, Command, Credit, FamilyId, Fingerprint, Ledger, Program, Request,
     RequestKey, BATCH_COMMANDS_MAX,
 };
-use crate::lock::{DbLock, LockError};
 use crate::pan::Bank;
 use crate::programs::{program_name, rupiah, Period, Programs};
 use crate::seed::progress;
-use crate::shard::{recover, ShardConfig, ShardError, Shards};
+use crate::shard::{recover, ShardConfig, ShardError};
 use crate::storage::{Store, StoreError};
 use std::collections::HashMap;
 use std::fmt;
@@ -201,13 +201,13 @@ pub enum DisburseError {
     #[error("{0}")]
     Period(#[from] crate::programs::PeriodError),
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Writer(#[from] WriterError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Shards(#[from] ShardError),
-    #[error("a bank's shard stopped answering (91); run again to resume (credits already made are not repeated)")]
-    Unavailable,
+    #[error("a bank's shard stopped answering ({0}); run again to resume (credits already made are not repeated)")]
+    Unavailable(WriterError),
     #[error("writing {path}: {source}")]
     Io {
         path: String,
@@ -281,12 +281,28 @@ pub async fn run(
     cfg: &DisburseConfig,
 ) -> Result<Summary, DisburseError> {
     let period = programs.parse_period(cfg.program, &cfg.period)?;
-    // Read-only runs take no lock; writers hold it for the whole run.
-    let _lock = if cfg.dry_run {
+    // A dry run only reads. A real run writes through a running server's
+    // admin endpoint, or through its own shards under the direct-writer
+    // lock, held for the whole run.
+    let writer = if cfg.dry_run {
         None
     } else {
-        Some(DbLock::acquire(url, store, "kks-switch disburse").await?)
+        Some(Writer::open(url, programs.ledger_configs(), shard_cfg).await?)
     };
+    let r = run_with(store, programs, cfg, period, writer.as_ref()).await;
+    if let Some(w) = writer {
+        w.close().await;
+    }
+    r
+}
+
+async fn run_with(
+    store: &Store,
+    programs: &Programs,
+    cfg: &DisburseConfig,
+    period: Period,
+    writer: Option<&Writer>,
+) -> Result<Summary, DisburseError> {
     let rows = store.families().await?;
     let families: HashMap<u64, crate::storage::FamilyRow> = match cfg.orders {
         Some(_) => rows.iter().map(|f| (f.kk, f.clone())).collect(),
@@ -320,44 +336,37 @@ pub async fn run(
             continue;
         }
         let code = BankCode(bank.code_number());
-        if cfg.dry_run {
-            let (mut ledger, _) = recover(store, programs.ledger_config(code)).await?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            apply_dry(
-                &mut ledger,
-                now,
-                cfg.program,
-                &period,
-                &plan,
-                &idx,
-                &mut results,
-                &pb,
-            );
-        } else {
-            // Started per bank so a run touches only the banks it pays; a
-            // checkpoint is written at shutdown.
-            let shards = Shards::start(
-                store.clone(),
-                vec![programs.ledger_config(code)],
-                shard_cfg.clone(),
-            )
-            .await?;
-            let r = apply_live(
-                &shards,
-                code,
-                cfg.program,
-                &period,
-                &plan,
-                &idx,
-                &mut results,
-                &pb,
-            )
-            .await;
-            shards.shutdown().await;
-            r?;
+        match writer {
+            Some(w) => {
+                apply_live(
+                    w,
+                    code,
+                    cfg.program,
+                    &period,
+                    &plan,
+                    &idx,
+                    &mut results,
+                    &pb,
+                )
+                .await?
+            }
+            None => {
+                let (mut ledger, _) = recover(store, programs.ledger_config(code)).await?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                apply_dry(
+                    &mut ledger,
+                    now,
+                    cfg.program,
+                    &period,
+                    &plan,
+                    &idx,
+                    &mut results,
+                    &pb,
+                );
+            }
         }
     }
     pb.finish_and_clear();
@@ -409,7 +418,7 @@ fn apply_dry(
 
 #[allow(clippy::too_many_arguments)]
 async fn apply_live(
-    shards: &Shards,
+    writer: &Writer,
     bank: BankCode,
     program: Program,
     period: &Period,
@@ -423,10 +432,10 @@ async fn apply_live(
             .iter()
             .map(|&i| command(program, period, &plan.parts[i]))
             .collect();
-        let done = shards
-            .execute_many(bank, cmds, 4)
+        let done = writer
+            .execute_many(bank, cmds)
             .await
-            .map_err(|_| DisburseError::Unavailable)?;
+            .map_err(DisburseError::Unavailable)?;
         for (d, &i) in done.iter().zip(chunk) {
             results[i] = classify(d.reply.code, d.replayed);
         }

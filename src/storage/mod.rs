@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod population;
-pub use population::{FamilyRow, PgLock};
+pub use population::FamilyRow;
 
 /// Rows per multi-row INSERT on SQLite (7 integers a row).
 const SQLITE_ROWS_PER_INSERT: usize = 2000;

@@ -1,8 +1,7 @@
-//! The seeded population's SQL (`families`, migration 0003) and the
-//! database lock that command-line writers hold (INTERFACE §8).
+//! The seeded population's SQL (`families`, migration 0003).
 
 use super::{Store, StoreError};
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 /// Rows per INSERT on SQLite (8 bound values a row, under SQLite's limit).
 const FAMILY_ROWS_PER_INSERT: usize = 1000;
@@ -26,19 +25,6 @@ pub struct FamilyRow {
     pub components: String,
     /// The card number issued at seeding (clear digits: never log it).
     pub pan: String,
-}
-
-/// A held PostgreSQL advisory lock: a connection of its own, outside the
-/// pool, so the lock lives exactly as long as this value (dropping it
-/// closes the session, which releases the lock even if the process dies).
-pub struct PgLock {
-    _conn: sqlx::PgConnection,
-}
-
-impl std::fmt::Debug for PgLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgLock")
-    }
 }
 
 impl Store {
@@ -155,28 +141,5 @@ impl Store {
                 })
                 .collect(),
         })
-    }
-
-    /// PostgreSQL only: try to take the database's writer lock, an advisory
-    /// lock keyed by the current schema (so test schemas side by side do not
-    /// block each other). `Ok(None)` when someone else holds it; SQLite
-    /// stores answer `Ok(None)` too (they use a lock file, see `crate::lock`).
-    pub async fn try_pg_lock(&self) -> Result<Option<PgLock>, StoreError> {
-        let Store::Postgres(pool) = self else {
-            return Ok(None);
-        };
-        let mut conn = pool.acquire().await?.detach();
-        let got: bool = sqlx::query(
-            "SELECT pg_try_advisory_lock(hashtext('kks-switch writer:' || current_schema())::int8)",
-        )
-        .fetch_one(&mut conn)
-        .await?
-        .get(0);
-        if got {
-            Ok(Some(PgLock { _conn: conn }))
-        } else {
-            let _ = conn.close().await;
-            Ok(None)
-        }
     }
 }
