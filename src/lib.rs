@@ -18,6 +18,7 @@
 //! - [`programs`]: PKH/BPNT rules from `specs/programs.toml`: components, caps, tahap, cadence, periods, entitlements.
 //! - [`seed`]: deterministic synthetic population: families, cards (PVV only), e-Warong and agents; CSV files.
 //! - [`disbursement`]: payment orders → idempotent credits per (family, tahap/month) through the shards; reject report, reconciled summary.
+//! - [`lifecycle`]: `kks-switch card` (activate, set PIN, block, unblock, replace) and `sweep` (dormant cards and unspent credits) as ledger commands.
 //! - [`demo`]: `kks-switch demo`: seed a small population on an empty database and disburse the current periods.
 //! - [`storage`]: sqlx journal, postings and checkpoints on SQLite (default) or PostgreSQL; group commit.
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod disbursement;
 pub mod drill;
 pub mod iso8583;
 pub mod ledger;
+pub mod lifecycle;
 pub mod logging;
 pub mod pan;
 pub mod programs;

@@ -55,6 +55,57 @@ enum Cmd {
     /// One-command start: seed ./kks-demo/ on an empty database, disburse
     /// the current period of both programs, then serve.
     Demo(DemoArgs),
+    /// Card lifecycle: activate, set-pin, block, unblock, replace.
+    Card {
+        #[command(subcommand)]
+        op: CardCmd,
+    },
+    /// Dormant sweep: block cards unused for 90 days, return credits unspent
+    /// after 105 days to the treasury; writes a report.
+    Sweep {
+        /// The day the rules are evaluated at (00:00 WIB).
+        #[arg(long)]
+        as_of: String,
+        /// Report CSV (default sweep-<date>.csv).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CardCmd {
+    /// Inactive → active.
+    Activate(PanArg),
+    /// New PIN; also lifts a PIN-tries block.
+    SetPin {
+        #[command(flatten)]
+        pan: PanArg,
+        /// The new 6-digit PIN.
+        #[arg(long)]
+        pin: String,
+    },
+    /// Block by the bank (62 until unblocked).
+    Block(PanArg),
+    /// Lift a bank, dormant or PIN-tries block.
+    Unblock(PanArg),
+    /// Lost card: balances move to a new card, the old one is closed.
+    Replace {
+        #[command(flatten)]
+        pan: PanArg,
+        /// The new card's number (default: drawn on the bank's test BIN).
+        #[arg(long)]
+        new_pan: Option<String>,
+        /// The new card's PIN (default: drawn; printed).
+        #[arg(long)]
+        pin: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct PanArg {
+    /// The card number.
+    #[arg(long)]
+    pan: String,
 }
 
 #[derive(Args)]
@@ -199,6 +250,8 @@ fn main() -> ExitCode {
         Cmd::Audit { json } => rt.block_on(audit(cfg, json)),
         Cmd::Seed(a) => rt.block_on(seed_cmd(cfg, a)),
         Cmd::Disburse(a) => rt.block_on(disburse_cmd(cfg, a)),
+        Cmd::Card { op } => rt.block_on(card_cmd(cfg, op)),
+        Cmd::Sweep { as_of, report } => rt.block_on(sweep_cmd(cfg, as_of, report)),
         Cmd::Demo(a) => {
             if let Some(v) = a.listen.clone() {
                 cfg.server.listen = v;
@@ -474,4 +527,101 @@ async fn demo_cmd(cfg: Config, a: DemoArgs) -> ExitCode {
         }
     }
     serve(cfg).await
+}
+
+async fn card_cmd(cfg: Config, op: CardCmd) -> ExitCode {
+    use kks_switch::lifecycle::{card, CardOp};
+    let programs = match programs(&cfg) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let master = match cfg.master_key() {
+        Ok((m, _)) => m,
+        Err(e) => {
+            eprintln!("kks-switch card: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (pan, op, what) = match op {
+        CardCmd::Activate(p) => (p.pan, CardOp::Activate, "activated"),
+        CardCmd::SetPin { pan, pin } => (pan.pan, CardOp::SetPin(pin), "PIN set"),
+        CardCmd::Block(p) => (p.pan, CardOp::Block, "blocked"),
+        CardCmd::Unblock(p) => (p.pan, CardOp::Unblock, "unblocked"),
+        CardCmd::Replace { pan, new_pan, pin } => {
+            (pan.pan, CardOp::Replace { new_pan, pin }, "replaced")
+        }
+    };
+    let store = match Store::open(&cfg.store.db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kks-switch card: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = card(
+        &cfg.store.db,
+        &store,
+        &programs,
+        &master,
+        cfg.shards.clone(),
+        &pan,
+        op,
+    )
+    .await;
+    store.close().await;
+    match r {
+        Ok(r) => {
+            println!("{} {what}", kks_switch::pan::mask_pan(&pan));
+            if let Some((p, pin)) = r.new_card {
+                println!("new card: pan {p} pin {pin}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kks-switch card: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sweep_cmd(cfg: Config, as_of: String, report: Option<PathBuf>) -> ExitCode {
+    let programs = match programs(&cfg) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let path = report.unwrap_or_else(|| PathBuf::from(format!("sweep-{as_of}.csv")));
+    let mut buf = Vec::new();
+    let r = kks_switch::lifecycle::sweep(
+        &cfg.store.db,
+        &programs,
+        cfg.shards.clone(),
+        &as_of,
+        &mut buf,
+    )
+    .await;
+    match r {
+        Ok(r) => {
+            if let Err(e) = std::fs::write(&path, &buf) {
+                eprintln!("kks-switch sweep: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            let blocked = r.lines.iter().filter(|(_, l)| l.blocked).count();
+            let returned: u128 = r
+                .lines
+                .iter()
+                .map(|(_, l)| u128::from(l.returned[0]) + u128::from(l.returned[1]))
+                .sum();
+            println!(
+                "sweep as of {as_of}: {blocked} card(s) blocked as dormant, Rp {} returned to the treasury from {} card(s); report {}",
+                kks_switch::programs::rupiah(returned),
+                r.lines.iter().filter(|(_, l)| l.returned != [0, 0]).count(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kks-switch sweep: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
