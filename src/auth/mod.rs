@@ -323,6 +323,14 @@ fn injected_internal_error<B: AsRef<[u8]>>(req: &Message<B>) -> bool {
 }
 
 impl Authorizer for Issuer {
+    fn reject(&self, req: &Message<Bytes>, code: &[u8; 2]) -> BytesMut {
+        let term = self.registry.terminal(
+            req.terminal_id().unwrap_or_default(),
+            req.merchant_id().unwrap_or_default(),
+        );
+        answer(req, term, code, Added::default())
+    }
+
     async fn authorize(&self, req: Message<Bytes>) -> Reply {
         let term = self.registry.terminal(
             req.terminal_id().unwrap_or_default(),

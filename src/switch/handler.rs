@@ -33,6 +33,13 @@ pub enum Reply {
 pub trait Authorizer: Send + Sync + 'static {
     /// Take a decoded, validated request with its mandatory fields present.
     fn authorize(&self, req: Message<Bytes>) -> impl Future<Output = Reply> + Send;
+
+    /// Answer a financial request that failed format checks (30). The
+    /// default adds no MAC; an issuer that knows the terminal signs it, as
+    /// INTERFACE §6 asks of every response to a MAC terminal.
+    fn reject(&self, req: &Message<Bytes>, code: &[u8; 2]) -> BytesMut {
+        answer(req, code)
+    }
 }
 
 /// The authorizer used while no ledger is attached: every financial request
@@ -92,7 +99,10 @@ pub async fn handle<A: Authorizer>(auth: &A, frame: Bytes, peer: &str) -> Reply 
             error = %e,
             "format error answered 30"
         );
-        return Reply::Now(answer(&msg, b"30"));
+        if mti == b"0800" {
+            return Reply::Now(answer(&msg, b"30"));
+        }
+        return Reply::Now(auth.reject(&msg, b"30"));
     }
     if mti == b"0800" {
         return Reply::Now(network_management(&msg, peer));
