@@ -16,6 +16,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub shards: crate::shard::ShardConfig,
     pub rules: RulesConfig,
+    pub programs: ProgramsSection,
     pub security: SecurityConfig,
     pub log: LogConfig,
 }
@@ -33,6 +34,28 @@ impl Default for RulesConfig {
         RulesConfig {
             bpnt_rule_set: "food-only".into(),
         }
+    }
+}
+
+/// Where the program rules come from (`specs/programs.toml` is built in).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgramsSection {
+    /// A programs file replacing the built-in one (empty: built in).
+    pub file: String,
+    /// BPNT cadence override: "monthly", "2-monthly" or "quarterly" (empty: as in the file).
+    pub bpnt_cadence: String,
+}
+
+impl Config {
+    /// The program rules under this configuration (rule set from `[rules]`).
+    pub fn programs(&self) -> Result<crate::programs::Programs, ConfigError> {
+        let pc = crate::programs::ProgramsConfig {
+            file: self.programs.file.clone(),
+            bpnt_cadence: self.programs.bpnt_cadence.clone(),
+            rule_set: self.rules.bpnt_rule_set.clone(),
+        };
+        crate::programs::Programs::load(&pc).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 

@@ -392,11 +392,7 @@ async fn stop_on_signal(token: CancellationToken) {
 
 /// The program rules: built in, with the configuration's BPNT rule set.
 fn programs(cfg: &Config) -> Result<kks_switch::programs::Programs, ExitCode> {
-    let pc = kks_switch::programs::ProgramsConfig {
-        rule_set: cfg.rules.bpnt_rule_set.clone(),
-        ..Default::default()
-    };
-    kks_switch::programs::Programs::load(&pc).map_err(|e| {
+    cfg.programs().map_err(|e| {
         eprintln!("kks-switch: {e}");
         ExitCode::from(2)
     })

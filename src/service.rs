@@ -4,8 +4,7 @@
 
 use crate::auth::Issuer;
 use crate::config::Config;
-use crate::ledger::{BankCode, LedgerConfig};
-use crate::pan::Bank;
+use crate::ledger::LedgerConfig;
 use crate::registry::Registry;
 use crate::shard::Shards;
 use crate::storage::Store;
@@ -36,16 +35,10 @@ pub enum StartError {
     Admin(std::io::Error),
 }
 
-/// Ledger configurations of the five banks under this configuration.
-pub fn ledger_configs(cfg: &Config) -> Vec<LedgerConfig> {
-    Bank::ALL
-        .iter()
-        .map(|b| {
-            let mut c = LedgerConfig::new(BankCode(b.code_number()));
-            c.rule_set = cfg.rule_set();
-            c
-        })
-        .collect()
+/// Ledger configurations of the five banks under this configuration
+/// (limits from the program rules, rule set from `[rules]`).
+pub fn ledger_configs(cfg: &Config) -> Result<Vec<LedgerConfig>, StartError> {
+    Ok(cfg.programs()?.ledger_configs())
 }
 
 /// A started host.
@@ -92,7 +85,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = Store::open(&cfg.store.db).await?;
     let registry = Registry::load(&store, &master).await?;
     let shards =
-        Arc::new(Shards::start(store.clone(), ledger_configs(&cfg), cfg.shards.clone()).await?);
+        Arc::new(Shards::start(store.clone(), ledger_configs(&cfg)?, cfg.shards.clone()).await?);
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .map_err(|source| StartError::Listen {
