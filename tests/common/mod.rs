@@ -167,3 +167,4 @@ pub fn all() -> Vec<Golden> {
 }
 
 pub mod db;
+pub mod fixture;
