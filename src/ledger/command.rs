@@ -250,44 +250,49 @@ impl Command {
         }
     }
 
-    /// A stable 64-bit hash (over an explicit byte layout, so it is the same
-    /// in every build) of every field of a keyed command except the
-    /// PIN and the acceptor's kind: the ledger's own half of "same key, same
+    /// A stable 64-bit hash of every field of a keyed command except the PIN
+    /// and the acceptor's kind: the ledger's own half of "same key, same
     /// content". The PIN is left out because a retransmission may carry a
     /// fresh PIN block; the kind because it comes from the registry, not the
     /// message. `0` for commands without a key.
+    ///
+    /// The layout is a fixed sequence of 64-bit words per command kind (a
+    /// tag word first), folded by a fixed multiply-rotate hash; it is stored in
+    /// checkpoints, so it must never change.
     pub fn content_hash(&self) -> u64 {
         let mut h = ContentHasher::new();
         match self {
             Command::Credit(c) => {
-                h.byte(1);
-                h.byte(c.program.index() as u8);
-                h.card_ref(&c.card);
-                h.u64(c.amount);
+                let (target_tag, value, len) = match c.card {
+                    CardRef::Pan(pan) => (0, pan.value(), u64::from(pan.digits())),
+                    CardRef::Family(f) => (1, f.0, 0),
+                };
+                h.word(1 | (c.program.index() as u64) << 8 | target_tag << 16);
+                h.word(value);
+                h.word(len);
+                h.word(c.amount);
             }
             Command::Purchase(p) | Command::Withdrawal(p) => {
-                h.byte(if matches!(self, Command::Purchase(_)) {
+                let tag = if matches!(self, Command::Purchase(_)) {
                     2
                 } else {
                     3
-                });
-                h.byte(p.wallet.index() as u8);
+                };
+                h.word(tag | (p.wallet.index() as u64) << 8 | precheck_bits(&p.precheck) << 16);
                 h.pan(&p.pan);
-                h.u64(p.amount);
+                h.word(p.amount);
                 h.acceptor(&p.acceptor);
-                h.precheck(&p.precheck);
             }
             Command::BalanceInquiry(q) => {
-                h.byte(4);
+                h.word(4 | precheck_bits(&q.precheck) << 16);
                 h.pan(&q.pan);
                 h.acceptor(&q.acceptor);
-                h.precheck(&q.precheck);
             }
             Command::Reversal(r) => {
-                h.byte(5);
-                h.bytes(r.original.as_bytes());
+                h.word(5);
                 h.pan(&r.pan);
-                h.u64(r.amount);
+                h.word(r.amount);
+                h.words(&r.original.words());
             }
             _ => return 0,
         }
@@ -295,95 +300,53 @@ impl Command {
     }
 }
 
-/// A stable content hash: bytes are packed into 64-bit words and each word
-/// is folded in with `h = (rotl(h, 5) ^ w) * K` (K odd). Each step is a
-/// bijection in `h` for a fixed word and in the word for a fixed `h`, so two
-/// encodings of the same length that differ anywhere never collide; variable
-/// parts are length-prefixed. Fixed forever (it is stored in checkpoints), and
-/// one multiply per 8 bytes, which matters on the per-request path.
-struct ContentHasher(u64, u64, u32);
-// (hash state, partial word, bytes in the partial word)
+/// A precheck as 40 bits: its tag, and the ineligible item's 4 bytes.
+fn precheck_bits(p: &Precheck) -> u64 {
+    match p {
+        Precheck::Passed => 0,
+        Precheck::Unsupported => 1,
+        Precheck::Ineligible { item } => 2 | u64::from(u32::from_le_bytes(*item)) << 8,
+        Precheck::BadAmount => 3,
+    }
+}
+
+/// Folds 64-bit words with `h = (rotl(h, 5) ^ w) * K` (K odd). Each step is
+/// a bijection in `h` for a fixed word and in the word for a fixed `h`, so
+/// two word sequences of the same length that differ anywhere never
+/// collide; each command kind has a fixed length. One multiply per word.
+struct ContentHasher(u64);
 
 impl ContentHasher {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
     fn new() -> ContentHasher {
-        ContentHasher(0xcbf2_9ce4_8422_2325, 0, 0)
+        ContentHasher(0xcbf2_9ce4_8422_2325)
     }
 
-    fn mix(&mut self, w: u64) {
+    fn word(&mut self, w: u64) {
         self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(ContentHasher::K);
     }
 
-    fn byte(&mut self, b: u8) {
-        self.1 |= u64::from(b) << (8 * self.2);
-        self.2 += 1;
-        if self.2 == 8 {
-            let w = self.1;
-            self.mix(w);
-            self.1 = 0;
-            self.2 = 0;
-        }
-    }
-
-    /// The final value; the byte count of the partial word is folded in.
-    fn finish(mut self) -> u64 {
-        let w = self.1;
-        let n = u64::from(self.2);
-        self.mix(w);
-        self.mix(n);
-        self.0
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.u64(bytes.len() as u64);
-        for &b in bytes {
-            self.byte(b);
-        }
-    }
-
-    fn u64(&mut self, v: u64) {
-        if self.2 == 0 {
-            self.mix(v);
-        } else {
-            for b in v.to_le_bytes() {
-                self.byte(b);
-            }
+    fn words(&mut self, ws: &[u64]) {
+        for &w in ws {
+            self.word(w);
         }
     }
 
     fn pan(&mut self, pan: &Pan) {
-        let mut buf = [0u8; super::types::PAN_DIGITS_MAX];
-        self.bytes(pan.write_digits(&mut buf));
-    }
-
-    fn card_ref(&mut self, card: &CardRef) {
-        match card {
-            CardRef::Pan(pan) => {
-                self.byte(0);
-                self.pan(pan);
-            }
-            CardRef::Family(f) => {
-                self.byte(1);
-                self.u64(f.0);
-            }
-        }
+        self.word(pan.value());
+        self.word(u64::from(pan.digits()));
     }
 
     fn acceptor(&mut self, a: &Acceptor) {
-        self.u64(u64::from(a.bank.0));
-        self.bytes(a.merchant.as_bytes());
+        self.word(u64::from(a.bank.0));
+        self.words(&a.merchant.words());
     }
 
-    fn precheck(&mut self, p: &Precheck) {
-        match p {
-            Precheck::Passed => self.byte(0),
-            Precheck::Unsupported => self.byte(1),
-            Precheck::Ineligible { item } => {
-                self.byte(2);
-                self.bytes(item);
-            }
-            Precheck::BadAmount => self.byte(3),
-        }
+    fn finish(self) -> u64 {
+        // One more round so the last word is mixed into the high bits too.
+        let mut h = self;
+        h.word(0);
+        h.0
     }
 }

@@ -54,6 +54,14 @@ pub struct Limits {
     pub key_retention_days: u32,
 }
 
+impl Limits {
+    /// The `before` for a [`Command::ExpireKeys`](crate::ledger::Command::ExpireKeys)
+    /// issued at `now` (unix seconds) that keeps `key_retention_days`.
+    pub fn key_expiry_cutoff(&self, now: u64) -> u64 {
+        now.saturating_sub(u64::from(self.key_retention_days) * super::types::SECONDS_PER_DAY)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

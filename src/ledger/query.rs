@@ -8,7 +8,6 @@ use super::command::CardRef;
 use super::config::LedgerConfig;
 use super::machine::Ledger;
 use super::outcome::Balances;
-use super::snapshot::KeysInOrder;
 use super::state::{Account, Card, KeyRecord};
 use super::types::{AccountId, BankCode, CardId, FamilyId, MerchantId, Pan, RequestKey};
 
@@ -40,7 +39,7 @@ impl Ledger {
 
     /// The card with this PAN (closed ones included).
     pub fn card_id(&self, pan: &Pan) -> Option<CardId> {
-        self.pans.get(pan).copied()
+        self.pans.get(pan)
     }
 
     /// The family's latest card (which may be closed).
@@ -83,10 +82,7 @@ impl Ledger {
 
     /// All remembered keys, oldest first.
     pub fn keys(&self) -> impl Iterator<Item = (&RequestKey, &KeyRecord)> + '_ {
-        KeysInOrder {
-            order: self.key_order.iter(),
-            keys: &self.keys,
-        }
+        self.keys.iter()
     }
 
     /// Number of remembered keys.

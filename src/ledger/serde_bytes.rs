@@ -23,7 +23,8 @@ pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::E
     }
 }
 
-/// Accepts a string, bytes or a sequence of `u8`.
+/// Accepts a string, bytes or a sequence of `u8` from self-describing
+/// formats; bytes from binary ones.
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     if d.is_human_readable() {
         d.deserialize_any(BytesVisitor)

@@ -7,7 +7,7 @@
 //! nothing: it rebuilds the indexes and runs [`Ledger::check_invariants`],
 //! the same full scan `kks-switch audit` runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,8 @@ impl Ledger {
             let id = super::types::AccountId(i as u32); // ≤ ACCOUNTS_MAX, checked
             match account.kind {
                 AccountKind::Terminal { merchant, .. } => {
-                    if ledger.terminals.insert(merchant, id).is_some() {
+                    let previous = ledger.terminals.insert(merchant, id);
+                    if previous.is_some() {
                         return broken(format!("terminal account {merchant:?} twice"));
                     }
                 }
@@ -125,19 +126,18 @@ impl Ledger {
         }
         for (i, card) in cards.iter().enumerate() {
             let id = CardId(i as u32); // ≤ ACCOUNTS_MAX, checked
-            if ledger.pans.insert(card.pan, id).is_some() {
+            if !ledger.pans.insert(card.pan, id) {
                 return broken(format!("card {id:?}: PAN {:?} twice", card.pan));
             }
             // A family's latest card, as opening and replacing leave it.
             ledger.families.insert(card.family, id);
         }
-        ledger.card_listed = vec![0; cards.len()];
         ledger.cards = cards;
         for (key, record) in keys {
-            if ledger.keys.insert(key, record).is_some() {
+            if ledger.keys.get(&key).is_some() {
                 return broken(format!("{key:?} twice"));
             }
-            ledger.key_order.push_back(key);
+            ledger.keys.insert(key, record);
         }
         ledger.check_invariants()?;
         Ok(ledger)
@@ -174,15 +174,13 @@ impl Ledger {
                         return broken(format!("account {i}: wallet below zero"));
                     }
                 }
-                AccountKind::Terminal { merchant, .. } => {
-                    if self.terminals.get(&merchant).map(|a| a.0 as usize) != Some(i) {
-                        return broken(format!("account {i}: terminal index disagrees"));
-                    }
+                AccountKind::Terminal { merchant, .. }
+                    if self.terminals.get(&merchant).map(|a| a.0 as usize) != Some(i) =>
+                {
+                    return broken(format!("account {i}: terminal index disagrees"));
                 }
-                AccountKind::Interbank { bank } => {
-                    if bank == self.config.bank {
-                        return broken(format!("account {i}: interbank account for own bank"));
-                    }
+                AccountKind::Interbank { bank } if bank == self.config.bank => {
+                    return broken(format!("account {i}: interbank account for own bank"));
                 }
                 _ => {}
             }
@@ -199,13 +197,13 @@ impl Ledger {
             return broken("terminal index has extra entries".into());
         }
 
-        if self.pans.len() != self.cards.len() || self.card_listed.len() != self.cards.len() {
+        if self.pans.len() != self.cards.len() {
             return broken("card index size disagrees".into());
         }
         let mut open_families = HashSet::new();
         for (i, card) in self.cards.iter().enumerate() {
             let id = CardId(i as u32);
-            if self.pans.get(&card.pan) != Some(&id) {
+            if self.pans.get(&card.pan) != Some(id) {
                 return broken(format!("card {i}: PAN index disagrees"));
             }
             if card.status != CardStatus::Closed && !open_families.insert(card.family) {
@@ -235,9 +233,10 @@ impl Ledger {
                     }
                     _ => return broken(format!("card {i}: wallet account is not its wallet")),
                 }
-                let mut end = wallet.floor_end;
-                let mut arrived = wallet.floor_arrived_at;
-                for lot in &wallet.lots {
+                let lots = &card.lots[program.index()];
+                let mut end = lots.floor_end;
+                let mut arrived = lots.floor_arrived_at;
+                for lot in &lots.lots {
                     if lot.end <= end || lot.arrived_at < arrived {
                         return broken(format!("card {i}: lots out of order"));
                     }
@@ -255,14 +254,11 @@ impl Ledger {
             }
         }
 
-        if self.key_order.len() != self.keys.len() {
-            return broken("key order and key store disagree".into());
+        if !self.keys.index_is_consistent() {
+            return broken("key store index and records disagree".into());
         }
         let mut at = 0;
-        for key in &self.key_order {
-            let Some(record) = self.keys.get(key) else {
-                return broken(format!("{key:?} in order but not stored"));
-            };
+        for (key, record) in self.keys.iter() {
             if record.at < at || record.at > self.now {
                 return broken(format!("{key:?} out of time order"));
             }
@@ -277,26 +273,5 @@ impl Ledger {
             }
         }
         Ok(())
-    }
-}
-
-/// Keys in recording order, for `Ledger::keys`.
-pub(crate) struct KeysInOrder<'a> {
-    pub(crate) order: std::collections::vec_deque::Iter<'a, RequestKey>,
-    pub(crate) keys: &'a HashMap<RequestKey, KeyRecord>,
-}
-
-impl<'a> Iterator for KeysInOrder<'a> {
-    type Item = (&'a RequestKey, &'a KeyRecord);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        // Every key in the order is stored (checked by check_invariants);
-        // skip rather than panic if not.
-        for key in self.order.by_ref() {
-            if let Some(record) = self.keys.get(key) {
-                return Some((key, record));
-            }
-        }
-        None
     }
 }

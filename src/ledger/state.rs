@@ -94,25 +94,18 @@ pub struct Lot {
     pub end: Amount,
 }
 
-/// A wallet's money line and credit lots.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+/// A wallet's money line: the part every payment reads and writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Wallet {
     /// The wallet's account.
     pub account: AccountId,
-    /// Everything ever credited (credits, reversals do not count: they lower
+    /// Everything ever credited (reversals do not count: they lower
     /// `consumed`).
     pub credited: Amount,
-    /// Everything ever paid out, net of reversals. Balance = credited − consumed.
+    /// Everything ever paid out (purchases, withdrawals, returns, closure),
+    /// net of reversals. Balance = credited − consumed.
     pub consumed: Amount,
-    /// Lots older than the ones kept are merged into one "floor" stretch
-    /// `[0, floor_end)`; it only matters if a reversal lowers `consumed`
-    /// below it.
-    pub floor_end: Amount,
-    /// Arrival of the newest lot merged into the floor (so a floor is never
-    /// returned earlier than any of its lots would have been).
-    pub floor_arrived_at: u64,
-    /// Kept lots, oldest first; ends strictly increasing, above `floor_end`.
-    pub lots: Vec<Lot>,
 }
 
 impl Wallet {
@@ -121,9 +114,6 @@ impl Wallet {
             account,
             credited: 0,
             consumed: 0,
-            floor_end: 0,
-            floor_arrived_at: 0,
-            lots: Vec::new(),
         }
     }
 
@@ -134,44 +124,70 @@ impl Wallet {
     }
 }
 
+/// A wallet's credit lots, for the dormant sweep: only credits, the sweep
+/// and replacement touch them, so they live apart from the hot fields.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Lots {
+    /// Lots older than the ones kept are merged into one "floor" stretch
+    /// `[0, floor_end)`; it only matters if a reversal lowers `consumed`
+    /// below it.
+    pub floor_end: Amount,
+    /// Arrival of the newest lot merged into the floor (so a floor is never
+    /// returned earlier than any of its lots would have been).
+    pub floor_arrived_at: u64,
+    /// Kept lots, oldest first; ends strictly increasing, above `floor_end`,
+    /// the last one (or the floor) ending at the wallet's `credited`.
+    pub lots: Vec<Lot>,
+}
+
 /// A KKS card and its two wallets.
+///
+/// Laid out by hand (`repr(C)`, 64-byte aligned): everything a card
+/// transaction reads or writes is in the first two cache lines, so a
+/// purchase on a card that is not in cache costs two misses, not five.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[repr(C, align(64))]
 pub struct Card {
+    // Cache line 0.
+    /// Status.
+    pub status: CardStatus,
+    /// Consecutive wrong PINs.
+    pub pin_tries: u8,
+    /// Withdrawals on `day`, net of reversals.
+    pub day_count: u32,
+    /// The WIB day the withdrawal usage belongs to.
+    pub day: u64,
+    /// PIN verification value.
+    pub pvv: Pvv,
+    /// Withdrawn on `day`, net of reversals.
+    pub day_amount: Amount,
+    /// Approved purchases, net of reversals (for `audit --json`).
+    pub purchased: Amount,
+    // Cache line 1.
+    /// PKH then BPNT, indexed by [`Program::index`].
+    pub wallets: [Wallet; 2],
+    /// Last cardholder transaction: any request that passed the PIN check.
+    /// Credits do not count.
+    pub last_use_at: Option<u64>,
+    // Cold.
+    /// Approved withdrawals, net of reversals (for `audit --json`).
+    pub withdrawn: Amount,
     /// Card number (DE2).
     pub pan: Pan,
     /// Family (KK).
     pub family: FamilyId,
-    /// Status.
-    pub status: CardStatus,
-    /// PIN verification value.
-    pub pvv: Pvv,
-    /// Consecutive wrong PINs.
-    pub pin_tries: u8,
-    /// PKH then BPNT, indexed by [`Program::index`].
-    pub wallets: [Wallet; 2],
     /// When opened (or issued as a replacement).
     pub opened_at: u64,
     /// First credit ever (carried over on replacement).
     pub first_credit_at: Option<u64>,
-    /// Last cardholder transaction: any request that passed the PIN check.
-    /// Credits do not count.
-    pub last_use_at: Option<u64>,
     /// Last activation, unblock or replacement: restarts the dormancy clock
     /// so an unblocked card is not blocked again by the next sweep.
     pub clock_reset_at: u64,
-    /// The WIB day the withdrawal usage below belongs to.
-    pub day: u64,
-    /// Withdrawn on `day`, net of reversals.
-    pub day_amount: Amount,
-    /// Withdrawals on `day`, net of reversals.
-    pub day_count: u32,
-    /// Approved purchases, net of reversals (for `audit --json`).
-    pub purchased: Amount,
-    /// Approved withdrawals, net of reversals (for `audit --json`).
-    pub withdrawn: Amount,
     /// The card that replaced this one; reversals of this card's payments
     /// credit that card.
     pub replaced_by: Option<CardId>,
+    /// Credit lots of each wallet, indexed like `wallets`.
+    pub lots: [Lots; 2],
 }
 
 impl Card {

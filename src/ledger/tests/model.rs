@@ -1075,7 +1075,14 @@ fn compare(ledger: &Ledger, model: &Model, fx: &Effects) -> Result<(), TestCaseE
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases unless PROPTEST_CASES says otherwise; failing seeds are kept
+    // beside this file (model.proptest-regressions).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// The ledger agrees with the reference model on every outcome, balance,
     /// card state and sweep report; invariants hold after every batch.
