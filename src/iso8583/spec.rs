@@ -81,6 +81,52 @@ impl Class {
                     .map(|i| i + 1),
                 Some(_) => Some(0),
             },
+            Class::N => {
+                // Eight bytes at a time: a byte is a digit iff its high
+                // nibble is 3 and adding 6 keeps it so (0x30..=0x39).
+                const HI: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+                const THREES: u64 = 0x3030_3030_3030_3030;
+                const SIXES: u64 = 0x0606_0606_0606_0606;
+                let mut chunks = value.chunks_exact(8);
+                let mut base = 0;
+                for c in chunks.by_ref() {
+                    let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    if v & HI != THREES || (v.wrapping_add(SIXES)) & HI != THREES {
+                        return c.iter().position(|b| !b.is_ascii_digit()).map(|i| base + i);
+                    }
+                    base += 8;
+                }
+                chunks
+                    .remainder()
+                    .iter()
+                    .position(|b| !b.is_ascii_digit())
+                    .map(|i| base + i)
+            }
+            Class::Ans => {
+                // Eight bytes at a time: any byte below 0x20 or above 0x7E
+                // (the classic "has less" / "has more" word tricks).
+                const ONES: u64 = 0x0101_0101_0101_0101;
+                const HIGH: u64 = 0x8080_8080_8080_8080;
+                let mut chunks = value.chunks_exact(8);
+                let mut base = 0;
+                for c in chunks.by_ref() {
+                    let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    let below = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+                    let above = (v.wrapping_add(ONES) | v) & HIGH;
+                    if below | above != 0 {
+                        return c
+                            .iter()
+                            .position(|b| !(0x20..=0x7E).contains(b))
+                            .map(|i| base + i);
+                    }
+                    base += 8;
+                }
+                chunks
+                    .remainder()
+                    .iter()
+                    .position(|b| !(0x20..=0x7E).contains(b))
+                    .map(|i| base + i)
+            }
             c => {
                 let table = &ALLOWED[c as usize];
                 value.iter().position(|&b| !table[b as usize])
@@ -289,6 +335,24 @@ mod tests {
             matches!(e, SpecError::Toml(ref m) if m.contains("line")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn word_at_a_time_checks_agree_with_the_tables() {
+        for class in [Class::N, Class::Ans] {
+            for b in 0..=255u8 {
+                for pos in 0..11 {
+                    let mut v = vec![if class == Class::N { b'5' } else { b'A' }; 11];
+                    v[pos] = b;
+                    let expect = v.iter().position(|&x| !ALLOWED[class as usize][x as usize]);
+                    assert_eq!(
+                        class.first_invalid(&v),
+                        expect,
+                        "{class} byte {b:#x} at {pos}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
