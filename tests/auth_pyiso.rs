@@ -21,40 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 fn python() -> Option<PathBuf> {
-    let py = if let Some(p) = std::env::var_os("KKS_PYTHON") {
-        PathBuf::from(p)
-    } else {
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    };
-    let probe = Command::new(&py)
-        .args(["-c", "import iso8583; print(iso8583.__version__)"])
-        .output();
-    let why = match probe {
-        Ok(o) if o.status.success() => {
-            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            assert!(v.starts_with("4."), "pyiso8583 {v}: the interface is 4.x");
-            return Some(py);
-        }
-        Ok(o) => format!(
-            "`import iso8583` failed with {}: {}",
-            py.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("cannot run {}: {e}", py.display()),
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "\n\n*** pyiso8583 authorization flows cannot run under CI: {why}\n\
-             *** install it (pip install pyiso8583==4.0.1) or set KKS_PYTHON ***\n"
-        );
-    }
-    eprintln!("SKIPPED pyiso8583 authorization flows: {why} (set KKS_PYTHON or create .venv)");
-    None
+    common::pyiso8583_python("pyiso8583 authorization flows")
 }
 
 /// The Python co-process.

@@ -26,44 +26,7 @@ const PY_SEED: u64 = 8583;
 const RUST_SEED: u64 = 0x4B4B_5320_8583;
 
 fn python() -> Option<PathBuf> {
-    let py = if let Some(p) = std::env::var_os("KKS_PYTHON") {
-        PathBuf::from(p)
-    } else {
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    };
-    let probe = Command::new(&py)
-        .args(["-c", "import iso8583; print(iso8583.__version__)"])
-        .output();
-    let why = match probe {
-        Ok(o) if o.status.success() => {
-            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            assert!(
-                v.starts_with("4."),
-                "pyiso8583 {v} at {}: the interface is pyiso8583 4.x",
-                py.display()
-            );
-            return Some(py);
-        }
-        Ok(o) => format!(
-            "`import iso8583` failed with {}: {}",
-            py.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("cannot run {}: {e}", py.display()),
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "\n\n*** pyiso8583 interop tests cannot run under CI: {why}\n\
-             *** install it (pip install pyiso8583==4.0.1) or set KKS_PYTHON ***\n"
-        );
-    }
-    eprintln!("SKIPPED pyiso8583 interop: {why} (set KKS_PYTHON or create .venv)");
-    None
+    common::pyiso8583_python("pyiso8583 interop tests")
 }
 
 fn script() -> PathBuf {
