@@ -695,6 +695,11 @@ impl Ledger {
         if r.original == r.request.key {
             return Reply::code(Code::ReversalMismatch);
         }
+        // INTERFACE §5 step 4 holds for reversals too: a PAN unknown at its
+        // bank is 14, not a remembered unknown original.
+        if self.card_id(&r.pan).is_none() {
+            return Reply::code(Code::UnknownCard);
+        }
         let Some(original) = self.keys.get(&r.original) else {
             // Unknown original: answer 00 and remember it, so the original
             // is declined `Reversed` if it arrives late.

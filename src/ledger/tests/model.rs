@@ -518,6 +518,9 @@ impl Model {
         if r.original == r.request.key {
             return Code::ReversalMismatch;
         }
+        if !self.by_pan.contains_key(&r.pan) {
+            return Code::UnknownCard;
+        }
         let Some(o) = self.keys.get(&r.original).cloned() else {
             self.keys.insert(
                 r.original,
