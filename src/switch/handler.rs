@@ -34,9 +34,10 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Take a decoded, validated request with its mandatory fields present.
     fn authorize(&self, req: Message<Bytes>) -> impl Future<Output = Reply> + Send;
 
-    /// Answer a financial request that failed format checks (30). The
-    /// default adds no MAC; an issuer that knows the terminal signs it, as
-    /// INTERFACE §6 asks of every response to a MAC terminal.
+    /// Answer a request that the switch declines itself (30 format, 12
+    /// unsupported MTI). The default adds no MAC; an issuer that knows the
+    /// terminal signs it, as INTERFACE §6 asks of every response to a MAC
+    /// terminal.
     fn reject(&self, req: &Message<Bytes>, code: &[u8; 2]) -> BytesMut {
         answer(req, code)
     }
@@ -89,7 +90,7 @@ pub async fn handle<A: Authorizer>(auth: &A, frame: Bytes, peer: &str) -> Reply 
     }
     if !supported(mti) {
         tracing::info!(peer, mti = %String::from_utf8_lossy(mti), "unsupported MTI answered 12");
-        return Reply::Now(answer(&msg, b"12"));
+        return Reply::Now(auth.reject(&msg, b"12"));
     }
     if let Err(e) = msg.validate().and_then(|_| msg.check_mandatory()) {
         tracing::info!(
