@@ -287,7 +287,11 @@ pub async fn run(
     let writer = if cfg.dry_run {
         None
     } else {
-        Some(Writer::open(url, programs.ledger_configs(), shard_cfg).await?)
+        let w = Writer::open(url, programs.ledger_configs(), shard_cfg).await?;
+        if w.is_remote() {
+            eprintln!("disburse: a server is running on this database; writing through its admin endpoint");
+        }
+        Some(w)
     };
     let r = run_with(store, programs, cfg, period, writer.as_ref()).await;
     if let Some(w) = writer {
