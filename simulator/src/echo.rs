@@ -146,7 +146,10 @@ mod tests {
             .to_vec()
             .unwrap();
         let mut keys = MacKeys::new();
-        keys.insert(*b"EW000001", MacKey::from_hex("00112233445566778899AABBCCDDEEFF").unwrap());
+        keys.insert(
+            *b"EW000001",
+            MacKey::from_hex("00112233445566778899AABBCCDDEEFF").unwrap(),
+        );
         let mut out = BytesMut::new();
         assert!(answer(&req, &keys, &mut out));
         let m = Message::decode(&out[2..]).unwrap();

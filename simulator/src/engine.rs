@@ -341,17 +341,23 @@ impl State {
         let lat = now_ns.saturating_sub(p.intended_ns);
         match p.kind {
             Kind::SignOn => {
-                let o = if &code == b"00" { Outcome::Ok } else { Outcome::Error };
+                let o = if &code == b"00" {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                };
                 self.stats.answer(Kind::SignOn, code, o, lat, now_ns);
             }
             Kind::Reversal => {
                 if &code == b"00" {
-                    self.stats.answer(Kind::Reversal, code, Outcome::Ok, lat, now_ns);
+                    self.stats
+                        .answer(Kind::Reversal, code, Outcome::Ok, lat, now_ns);
                     self.stats.totals.reversals_approved += 1;
                     self.money.entry(p.orig.card).or_default().reversed_approved += p.orig.amount;
                 } else {
                     // A reversal must be answered 00 (INTERFACE §5): repeat it.
-                    self.stats.answer(Kind::Reversal, code, Outcome::Error, lat, now_ns);
+                    self.stats
+                        .answer(Kind::Reversal, code, Outcome::Error, lat, now_ns);
                     self.repeat_reversal(p.orig, p.attempt, now_ns);
                 }
             }
@@ -361,7 +367,8 @@ impl State {
                     self.stats.totals.retransmit_mismatch += 1;
                 }
                 let o = if same { Outcome::Ok } else { Outcome::Error };
-                self.stats.answer(Kind::Retransmission, code, o, lat, now_ns);
+                self.stats
+                    .answer(Kind::Retransmission, code, o, lat, now_ns);
             }
             kind => {
                 if p.flags & F_INJECT_TIMEOUT != 0 {
@@ -425,8 +432,10 @@ impl State {
                 self.stats.timeout(p.kind, now_ns);
                 if p.kind.is_debit() {
                     // A real terminal reverses what it got no answer for.
-                    self.money.entry(p.orig.card).or_default().reversed_requested +=
-                        p.orig.amount;
+                    self.money
+                        .entry(p.orig.card)
+                        .or_default()
+                        .reversed_requested += p.orig.amount;
                     let stan = self.pop.terminals[p.orig.term as usize].next_repeat_stan();
                     self.send_reversal(p.orig, 0, stan, now_ns);
                 }
@@ -543,7 +552,9 @@ fn ns_since(start: Instant) -> u64 {
 pub async fn run(sc: &Scenario, pop: Population, opt: RunOptions) -> Result<Summary, String> {
     let gen = Generator::new(&pop, &sc.mix, opt.seed);
     if !gen.possible() {
-        return Err("no card can do any operation of the mix (no terminals of the right kind?)".into());
+        return Err(
+            "no card can do any operation of the mix (no terminals of the right kind?)".into(),
+        );
     }
     let n = sc.load.connections;
     let mut streams = Vec::with_capacity(n);
@@ -703,8 +714,7 @@ pub async fn run(sc: &Scenario, pop: Population, opt: RunOptions) -> Result<Summ
             let all_dead = g.conns.iter().all(|c| !c.alive);
             match g.sched.done_at {
                 Some(d) => {
-                    let idle = g.in_flight == 0
-                        && g.conns.iter().all(|c| c.injected.is_empty());
+                    let idle = g.in_flight == 0 && g.conns.iter().all(|c| c.injected.is_empty());
                     idle || now >= d + drain_ns || all_dead
                 }
                 None => all_dead,
@@ -776,7 +786,12 @@ pub async fn run(sc: &Scenario, pop: Population, opt: RunOptions) -> Result<Summ
     let State { money, pop, .. } = &*g;
     sum.money = money
         .iter()
-        .map(|(card, m)| (pop.cards[*card as usize].pan.as_str().to_string(), m.clone()))
+        .map(|(card, m)| {
+            (
+                pop.cards[*card as usize].pan.as_str().to_string(),
+                m.clone(),
+            )
+        })
         .collect();
     Ok(sum)
 }

@@ -285,7 +285,12 @@ impl Generator {
                     _ => false,
                 };
                 req.card = card;
-                req.term = if at_agent { c.home_agent } else { c.home_ewarong }.unwrap_or(0);
+                req.term = if at_agent {
+                    c.home_agent
+                } else {
+                    c.home_ewarong
+                }
+                .unwrap_or(0);
                 if op == 4 {
                     req.kind = Kind::WrongPin;
                     req.expect = Expect::WrongPin;

@@ -26,7 +26,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "kks-sim", version, about = "Terminal emulators and load generator for kks-switch")]
+#[command(
+    name = "kks-sim",
+    version,
+    about = "Terminal emulators and load generator for kks-switch"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -48,6 +52,20 @@ enum Cmd {
         /// The kks-switch binary (default: next to kks-sim).
         #[arg(long)]
         kks_switch: Option<PathBuf>,
+    },
+    /// Print the first COUNT requests of a scenario's seeded stream, one per
+    /// line (type, flags, framed bytes in hex; DE7 fixed), without sending them.
+    Stream {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        cards: PathBuf,
+        #[arg(long)]
+        terminals: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
     },
     /// A trivial ISO 8583 responder (2b framing) for measuring the generator.
     EchoTarget {
@@ -107,6 +125,13 @@ fn main() -> ExitCode {
             kks_switch,
         } => verify_cmd(&db, &summary, kks_switch.as_deref()),
         Cmd::EchoTarget { listen, terminals } => echo_target(&listen, terminals.as_deref()),
+        Cmd::Stream {
+            scenario,
+            cards,
+            terminals,
+            seed,
+            count,
+        } => stream(&scenario, &cards, &terminals, seed, count),
     }
 }
 
@@ -116,7 +141,45 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn stream(
+    scenario: &Path,
+    cards: &Path,
+    terminals: &Path,
+    seed: Option<u64>,
+    count: u64,
+) -> ExitCode {
+    use std::io::Write;
+    let sc = match scenario::Scenario::load(scenario) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let seed = seed.unwrap_or(sc.seed);
+    let mut pop = match population::Population::load(cards, terminals, seed) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut g = gen::Generator::new(&pop, &sc.mix, seed);
+    if !g.possible() {
+        return fail("no card can do any operation of the mix");
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut buf = bytes::BytesMut::new();
+    for _ in 0..count {
+        let r = g.next(&mut pop, *b"0101000000");
+        buf.clear();
+        gen::encode_0200(&r, &mut pop, &mut buf);
+        let _ = writeln!(out, "{} {} {}", r.kind.name(), r.flags, hex_upper(&buf));
+    }
+    ExitCode::SUCCESS
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 fn echo_target(listen: &str, terminals: Option<&Path>) -> ExitCode {

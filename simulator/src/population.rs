@@ -92,7 +92,15 @@ impl Population {
         let header = lines.next().ok_or("terminals.csv is empty")?;
         let ix = header_index(
             header,
-            &["terminal_id", "merchant_id", "kind", "bank", "mcc", "pin_key_hex", "mac_key_hex"],
+            &[
+                "terminal_id",
+                "merchant_id",
+                "kind",
+                "bank",
+                "mcc",
+                "pin_key_hex",
+                "mac_key_hex",
+            ],
             terminals_csv,
         )?;
         let mut terminals = Vec::new();
@@ -145,7 +153,10 @@ impl Population {
             });
         }
         if terminals.is_empty() {
-            return Err(format!("{}: no e-Warong or agent terminals", terminals_csv.display()));
+            return Err(format!(
+                "{}: no e-Warong or agent terminals",
+                terminals_csv.display()
+            ));
         }
 
         // Programs per PAN from families.csv beside cards.csv, if present.

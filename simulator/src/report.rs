@@ -137,7 +137,9 @@ pub fn html(sum: &Summary) -> String {
         t.ignored
     );
     if !sum.thresholds.is_empty() {
-        h.push_str("<h2>Thresholds</h2><table><tr><th>threshold</th><th>value</th><th>result</th></tr>");
+        h.push_str(
+            "<h2>Thresholds</h2><table><tr><th>threshold</th><th>value</th><th>result</th></tr>",
+        );
         for th in &sum.thresholds {
             let _ = write!(
                 h,
@@ -205,11 +207,18 @@ pub fn html(sum: &Summary) -> String {
     h.push_str("</table><h2>Response codes by message type</h2><table><tr><th>type</th><th>codes</th></tr>");
     for (k, c) in &sum.codes {
         let list: Vec<String> = c.iter().map(|(c, n)| format!("{}: {n}", esc(c))).collect();
-        let _ = write!(h, "<tr><td>{}</td><td style=text-align:left>{}</td></tr>", esc(k), list.join(", "));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td style=text-align:left>{}</td></tr>",
+            esc(k),
+            list.join(", ")
+        );
     }
     h.push_str("</table>");
     if !sum.wave.is_empty() {
-        h.push_str("<h2>Credit wave</h2><table><tr><th>command</th><th>exit</th><th>seconds</th></tr>");
+        h.push_str(
+            "<h2>Credit wave</h2><table><tr><th>command</th><th>exit</th><th>seconds</th></tr>",
+        );
         for w in &sum.wave {
             let _ = write!(
                 h,
@@ -245,7 +254,12 @@ mod tests {
         assert!(!h.contains("http://") || !h.contains("src=\"http"));
         assert!(!h.contains("<link"));
         assert!(!h.contains("x</script><b>"));
-        for id in ["chart-throughput", "chart-latency", "chart-distribution", "chart-codes"] {
+        for id in [
+            "chart-throughput",
+            "chart-latency",
+            "chart-distribution",
+            "chart-codes",
+        ] {
             assert!(h.contains(id));
         }
     }

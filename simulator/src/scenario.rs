@@ -240,7 +240,9 @@ mod tests {
     #[test]
     fn shipped_scenarios_parse() {
         for f in ["disbursement-day.toml", "ci-smoke.toml", "headroom.toml"] {
-            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(f);
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scenarios")
+                .join(f);
             Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
         }
     }

@@ -182,7 +182,14 @@ impl Stats {
     }
 
     /// An answer to a request of `kind`, due at `intended_ns`.
-    pub fn answer(&mut self, kind: Kind, code: [u8; 2], outcome: Outcome, lat_ns: u64, now_ns: u64) {
+    pub fn answer(
+        &mut self,
+        kind: Kind,
+        code: [u8; 2],
+        outcome: Outcome,
+        lat_ns: u64,
+        now_ns: u64,
+    ) {
         let us = (lat_ns / 1000).max(1);
         self.totals.answered += 1;
         match outcome {
@@ -574,7 +581,13 @@ mod tests {
         let mut s = Stats::new();
         for i in 1..=1000u64 {
             s.sent(Kind::BalanceInquiry, i * 1_000_000);
-            s.answer(Kind::BalanceInquiry, *b"00", Outcome::Ok, i * 1000, i * 1_000_000);
+            s.answer(
+                Kind::BalanceInquiry,
+                *b"00",
+                Outcome::Ok,
+                i * 1000,
+                i * 1_000_000,
+            );
         }
         s.timeout(Kind::BpntPurchase, 5);
         let mut sum = Summary::default();

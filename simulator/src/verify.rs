@@ -72,7 +72,9 @@ pub fn audit(kks: &Path, db: &str) -> Result<Audit, String> {
         serde_json::from_str(line).map_err(|e| format!("audit JSON: {e}"))?;
     let mut cards = BTreeMap::new();
     for c in v["cards"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let Some(pan) = c["pan"].as_str() else { continue };
+        let Some(pan) = c["pan"].as_str() else {
+            continue;
+        };
         let g = |k: &str| c[k].as_u64().unwrap_or(0);
         cards.insert(
             pan.to_string(),
@@ -123,10 +125,16 @@ pub fn check(sum: &Summary, after: &Audit) -> MoneyCheck {
             why.push("card not in the ledger".to_string());
         }
         if dp < s.purchases as i128 {
-            why.push(format!("approved purchases {} but ledger {dp}", s.purchases));
+            why.push(format!(
+                "approved purchases {} but ledger {dp}",
+                s.purchases
+            ));
         }
         if dw < s.withdrawals as i128 {
-            why.push(format!("approved withdrawals {} but ledger {dw}", s.withdrawals));
+            why.push(format!(
+                "approved withdrawals {} but ledger {dw}",
+                s.withdrawals
+            ));
         }
         if ledger_net < sim_net || ledger_net > sim_net + s.unresolved as i128 {
             why.push(format!(
@@ -143,7 +151,8 @@ pub fn check(sum: &Summary, after: &Audit) -> MoneyCheck {
         if !why.is_empty() {
             v.cards_mismatched += 1;
             if v.mismatches.len() < MISMATCHES_LISTED_MAX {
-                v.mismatches.push(format!("{}: {}", mask_pan(pan), why.join("; ")));
+                v.mismatches
+                    .push(format!("{}: {}", mask_pan(pan), why.join("; ")));
             }
         }
     }
@@ -182,7 +191,9 @@ mod tests {
             violations: vec![],
         };
         // The timed-out 30 was posted and reversed: nets out.
-        after.cards.insert("6000020000000013".into(), fig(130, 50, 30));
+        after
+            .cards
+            .insert("6000020000000013".into(), fig(130, 50, 30));
         after.cards.insert("6000020000000021".into(), fig(0, 0, 0));
         assert!(check(&sum, &after).passed);
         // An unapproved posting on an untouched card.
@@ -193,10 +204,14 @@ mod tests {
         assert!(c.mismatches[0].starts_with("600002"));
         // A missing approval.
         after.cards.insert("6000020000000021".into(), fig(0, 0, 0));
-        after.cards.insert("6000020000000013".into(), fig(60, 50, 0));
+        after
+            .cards
+            .insert("6000020000000013".into(), fig(60, 50, 0));
         assert!(!check(&sum, &after).passed);
         // With a baseline, only the change counts.
-        after.cards.insert("6000020000000013".into(), fig(1100, 50, 0));
+        after
+            .cards
+            .insert("6000020000000013".into(), fig(1100, 50, 0));
         let mut base = BTreeMap::new();
         base.insert("6000020000000013".into(), fig(1000, 0, 0));
         sum.baseline = Some(base);
