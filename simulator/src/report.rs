@@ -233,9 +233,10 @@ pub fn html(sum: &Summary) -> String {
     let _ = write!(
         h,
         "<p id=render-status class=muted data-charts=0>charts need JavaScript</p>\
-         <script type=application/json id=summary-data>{}</script><script>{SCRIPT}</script></body></html>\n",
+         <script type=application/json id=summary-data>{}</script><script>{SCRIPT}</script></body></html>",
         chart_data(sum)
     );
+    h.push('\n');
     h
 }
 

@@ -194,13 +194,13 @@ impl Scenario {
         if l.connections == 0 {
             return Err("load.connections must be at least 1".into());
         }
-        if l.mode == Mode::OpenLoop && !(l.rate_per_s > 0.0) {
+        if l.mode == Mode::OpenLoop && l.rate_per_s.is_nan() || l.rate_per_s <= 0.0 {
             return Err("load.rate_per_s must be > 0 in open-loop mode".into());
         }
         if l.mode == Mode::ClosedLoop && l.in_flight == 0 {
             return Err("load.in_flight must be at least 1 in closed-loop mode".into());
         }
-        if !(l.duration_s >= 0.0 && l.ramp_s >= 0.0) {
+        if l.duration_s.is_nan() || l.ramp_s.is_nan() || l.duration_s < 0.0 || l.ramp_s < 0.0 {
             return Err("load.duration_s and load.ramp_s must be >= 0".into());
         }
         let m = &self.mix;
@@ -211,7 +211,7 @@ impl Scenario {
             m.pkh_purchase,
             m.wrong_pin,
         ];
-        if w.iter().any(|x| !(*x >= 0.0)) || w.iter().sum::<f64>() <= 0.0 {
+        if w.iter().any(|x| x.is_nan() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0 {
             return Err("mix weights must be >= 0 with a positive sum".into());
         }
         for (n, v) in [

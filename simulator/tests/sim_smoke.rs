@@ -35,8 +35,7 @@ fn scenarios() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    out
+    cmd.output().expect("spawn")
 }
 
 fn show(o: &Output) -> String {
