@@ -87,7 +87,7 @@ pub async fn audit(
     for config in configs {
         let bank = config.bank.0;
         let mut bad = |what: String| report.violations.push(Violation { bank, what });
-        let (ledger, _) = recover(store, config.clone()).await?;
+        let (ledger, _) = recover(store, *config).await?;
         if let Err(e) = ledger.check_invariants() {
             bad(e.to_string());
         }

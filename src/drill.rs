@@ -64,7 +64,7 @@ pub fn test_pan(bank: Bank, i: u32) -> Pan {
     let mut digits = format!("{}{:09}", bank.test_bin(), i).into_bytes();
     let check = luhn_check_digit(&digits);
     digits.push(check);
-    Pan::from_digits(&digits).unwrap_or_else(|| unreachable_pan())
+    Pan::from_digits(&digits).unwrap_or_else(unreachable_pan)
 }
 
 fn unreachable_pan() -> Pan {

@@ -46,7 +46,10 @@ fn digits(v: &[u8]) -> Option<u64> {
 
 /// Parse DE48 and check each item against `allowed`.
 pub fn check_basket(de48: &[u8], allowed: &[&[u8; 4]]) -> Result<BasketCheck, BasketError> {
-    if de48.is_empty() || de48.len() % ITEM_LEN != 0 || de48.len() / ITEM_LEN > BASKET_ITEMS_MAX {
+    if de48.is_empty()
+        || !de48.len().is_multiple_of(ITEM_LEN)
+        || de48.len() / ITEM_LEN > BASKET_ITEMS_MAX
+    {
         return Err(BasketError::Length);
     }
     let mut total = 0u64;

@@ -254,7 +254,7 @@ impl Shards {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let r = recover(&store, config.clone()).await;
+                    let r = recover(&store, config).await;
                     (config, r, started.elapsed())
                 })
             })
@@ -463,7 +463,7 @@ impl Shard {
                 .map_or(0, |g| g.load(Ordering::Acquire));
             if wanted != self.generation || self.ledger.is_none() {
                 self.ledger = None;
-                match recover(&self.store, self.config.clone()).await {
+                match recover(&self.store, self.config).await {
                     Ok((l, replayed)) => {
                         tracing::warn!(
                             bank = self.bank,

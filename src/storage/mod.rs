@@ -182,6 +182,10 @@ impl Store {
         Box::pin(self.append_inner(group))
     }
 
+    // Index loops, not iterators, across the awaits below: sqlx's executor
+    // bounds are higher-ranked and a slice iterator held across an await
+    // makes the future fail them.
+    #[allow(clippy::needless_range_loop)]
     async fn append_inner(&self, group: &[JournalBatch]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
@@ -566,6 +570,7 @@ impl Store {
     }
 
     /// Insert or replace terminals (one transaction).
+    #[allow(clippy::needless_range_loop)] // see `append_inner`
     pub async fn put_terminals(&self, rows: &[TerminalRow]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {

@@ -44,37 +44,40 @@ pub fn respond<B: AsRef<[u8]>>(
 ) {
     let mti = response_mti(req.mti());
     let spec = crate::iso8583::default_spec();
+    // At most 10 echoed fields + DE38, 39, 44, 54: a fixed array, no allocation.
+    let mut parts: [(u8, &[u8]); 16] = [(0, &[]); 16];
+    let mut len = 0;
+    fn push<'a>(parts: &mut [(u8, &'a [u8]); 16], len: &mut usize, n: u8, v: &'a [u8]) {
+        if *len < parts.len() {
+            parts[*len] = (n, v);
+            *len += 1;
+        }
+    }
+    for &n in echo_fields(req.mti()) {
+        if let Some(v) = req.get(n) {
+            if spec.field(n).class.first_invalid(v).is_none() {
+                push(&mut parts, &mut len, n, v);
+            }
+        }
+    }
+    push(&mut parts, &mut len, de::RESPONSE, code);
+    if let Some(a) = added.approval {
+        push(&mut parts, &mut len, de::APPROVAL, a);
+    }
+    if let Some(d) = added.response_data {
+        push(&mut parts, &mut len, de::RESPONSE_DATA, d);
+    }
+    if let Some(bal) = added.balances {
+        push(&mut parts, &mut len, de::BALANCES, bal);
+    }
+    let parts = &mut parts[..len];
+    parts.sort_unstable_by_key(|p| p.0);
     let mut b = Builder::new(out, &mti);
-    let echo = echo_fields(req.mti());
-    let mut put = |b: &mut Builder<'_>, n: u8, v: &[u8]| {
+    for &(n, v) in parts.iter() {
         // Lengths always fit: values come from a decoded request or from
         // fixed-size host data; a failure would only drop the field.
         let _ = b.field(n, v);
-    };
-    let echo_upto =
-        |b: &mut Builder<'_>, put: &mut dyn FnMut(&mut Builder<'_>, u8, &[u8]), lo: u8, hi: u8| {
-            for &n in echo.iter().filter(|&&n| n >= lo && n < hi) {
-                if let Some(v) = req.get(n) {
-                    if spec.field(n).class.first_invalid(v).is_none() {
-                        put(b, n, v);
-                    }
-                }
-            }
-        };
-    echo_upto(&mut b, &mut put, 2, 38);
-    if let Some(a) = added.approval {
-        put(&mut b, de::APPROVAL, a);
     }
-    put(&mut b, de::RESPONSE, code);
-    echo_upto(&mut b, &mut put, 40, 44);
-    if let Some(d) = added.response_data {
-        put(&mut b, de::RESPONSE_DATA, d);
-    }
-    echo_upto(&mut b, &mut put, 45, 54);
-    if let Some(bal) = added.balances {
-        put(&mut b, de::BALANCES, bal);
-    }
-    echo_upto(&mut b, &mut put, 55, 129);
     match mac {
         Some(f) => {
             let _ = b.finish_with_mac(f);
