@@ -135,8 +135,9 @@ pub async fn audit(
             ));
         }
         // 4: one effect per key, from the command journal.
-        let mut effect_of: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
-        let mut reversed: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
+        // key → (batch, command, batch time, is a disbursement credit)
+        let mut effect_of: HashMap<Vec<u8>, (u64, u32, u64, bool)> = HashMap::new();
+        let mut reversed: HashMap<Vec<u8>, (u64, u32, u64, bool)> = HashMap::new();
         let mut figures: HashMap<u32, CardFigures> = HashMap::new();
         let mut from = 0u64;
         let mut pid = 0u64;
@@ -172,8 +173,8 @@ pub async fn audit(
                         continue;
                     };
                     let Some(key) = cmd.key() else { continue };
-                    let here = (b.batch, p.cmd);
-                    let slot = if let Command::Reversal(r) = cmd {
+                    let here = (b.batch, p.cmd, b.ts, matches!(cmd, Command::Credit(_)));
+                    if let Command::Reversal(r) = cmd {
                         let prev = reversed
                             .entry(r.original.as_bytes().to_vec())
                             .or_insert(here);
@@ -183,10 +184,8 @@ pub async fn audit(
                                 prev.0, here.0
                             ));
                         }
-                        effect_of.entry(key.as_bytes().to_vec()).or_insert(here)
-                    } else {
-                        effect_of.entry(key.as_bytes().to_vec()).or_insert(here)
-                    };
+                    }
+                    let slot = effect_of.entry(key.as_bytes().to_vec()).or_insert(here);
                     if *slot != here {
                         bad(format!(
                             "key has effects from two commands (batches {} and {})",
@@ -195,6 +194,14 @@ pub async fn audit(
                     }
                     if with_cards {
                         tally(&ledger, &mut figures, p.kind, p.debit, p.credit, p.amount);
+                    }
+                }
+                // Keys past retention may legitimately be used again; the
+                // ledger keeps disbursement credits' keys for ever.
+                for c in &cmds {
+                    if let Command::ExpireKeys { before } = c {
+                        effect_of.retain(|_, v| v.2 >= *before || v.3);
+                        reversed.retain(|_, v| v.2 >= *before);
                     }
                 }
             }

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 use super::hash::{FastMap, FastState};
-use super::state::KeyRecord;
+use super::state::{KeyOp, KeyRecord};
 use super::table::{ProbeTable, Slot};
 use super::types::RequestKey;
 
@@ -33,6 +33,11 @@ pub(crate) struct KeyStore {
     /// Records in arrival order; `records[i]` has sequence `first + i`.
     records: VecDeque<(RequestKey, KeyRecord)>,
     first: u64,
+    /// Disbursement credits past the retention window, oldest first: a
+    /// credit's key is its (program, period, family) and must never be
+    /// forgotten, or a re-run payment file would pay twice (DESIGN §4).
+    kept: Vec<(RequestKey, KeyRecord)>,
+    kept_index: FastMap<RequestKey, usize>,
     /// Tests only: every key gets the same digest, to exercise `overflow`.
     #[cfg(test)]
     collide_all: bool,
@@ -46,6 +51,8 @@ impl KeyStore {
             overflow: FastMap::default(),
             records: VecDeque::new(),
             first: 0,
+            kept: Vec::new(),
+            kept_index: FastMap::default(),
             #[cfg(test)]
             collide_all: false,
         }
@@ -86,14 +93,23 @@ impl KeyStore {
 
     /// The record for `key`.
     pub(crate) fn get(&self, key: &RequestKey) -> Option<&KeyRecord> {
-        let at = self.position(key)?;
-        self.records.get(at).map(|(_, r)| r)
+        match self.position(key) {
+            Some(at) => self.records.get(at).map(|(_, r)| r),
+            None if self.kept.is_empty() => None,
+            None => self.kept_index.get(key).map(|&i| &self.kept[i].1),
+        }
     }
 
     /// The record for `key`, to update in place.
     pub(crate) fn get_mut(&mut self, key: &RequestKey) -> Option<&mut KeyRecord> {
-        let at = self.position(key)?;
-        self.records.get_mut(at).map(|(_, r)| r)
+        match self.position(key) {
+            Some(at) => self.records.get_mut(at).map(|(_, r)| r),
+            None if self.kept.is_empty() => None,
+            None => match self.kept_index.get(key) {
+                Some(&i) => Some(&mut self.kept[i].1),
+                None => None,
+            },
+        }
     }
 
     /// Appends a record for a key that is not stored.
@@ -117,11 +133,15 @@ impl KeyStore {
         self.records.front()
     }
 
-    /// Drops the oldest record.
+    /// Drops the oldest record (a disbursement credit moves to `kept`).
     pub(crate) fn pop_front(&mut self) {
-        let Some((key, _)) = self.records.pop_front() else {
+        let Some((key, record)) = self.records.pop_front() else {
             return;
         };
+        if record.op == KeyOp::Credit {
+            self.kept_index.insert(key, self.kept.len());
+            self.kept.push((key, record));
+        }
         let seq = self.first;
         self.first += 1;
         let digest = self.digest_of(&key);
@@ -136,11 +156,14 @@ impl KeyStore {
 
     /// Records in arrival order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&RequestKey, &KeyRecord)> + '_ {
-        self.records.iter().map(|(k, r)| (k, r))
+        self.kept
+            .iter()
+            .chain(self.records.iter())
+            .map(|(k, r)| (k, r))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.records.len()
+        self.kept.len() + self.records.len()
     }
 
     /// Brings the index line for `key` (and its record, if stored) into
@@ -155,7 +178,8 @@ impl KeyStore {
 
     /// The index covers exactly the records (for `check_invariants`).
     pub(crate) fn index_is_consistent(&self) -> bool {
-        self.index.len() + self.overflow.len() == self.records.len()
+        self.kept_index.len() == self.kept.len()
+            && self.index.len() + self.overflow.len() == self.records.len()
             && self
                 .records
                 .iter()

@@ -27,6 +27,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// How often (ledger seconds) a shard drops idempotency keys older than
+/// the retention (`key_retention_days`, default 30).
+const KEY_EXPIRY_INTERVAL_SECONDS: u64 = 3_600;
+
 /// Limits of the shard and commit pipeline.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -295,6 +299,7 @@ impl Shards {
                 last_ts: 0,
                 since_checkpoint: 0,
                 commands_since_checkpoint: 0,
+                next_key_expiry: 0,
             };
             tasks.push(tokio::spawn(shard.run()));
         }
@@ -415,6 +420,7 @@ struct Shard {
     last_ts: u64,
     since_checkpoint: u64,
     commands_since_checkpoint: u64,
+    next_key_expiry: u64,
 }
 
 fn unix_now() -> u64 {
@@ -499,6 +505,14 @@ impl Shard {
                         cmds.extend(cs);
                     }
                 }
+            }
+            // Idempotency keys past retention are dropped once an hour of
+            // ledger time, as a journaled command so replay does the same.
+            if ts >= self.next_key_expiry {
+                cmds.push(Command::ExpireKeys {
+                    before: self.config.limits.key_expiry_cutoff(ts),
+                });
+                self.next_key_expiry = ts + KEY_EXPIRY_INTERVAL_SECONDS;
             }
             effects.clear();
             ledger.apply(&cmds, ts, &mut effects);

@@ -774,7 +774,9 @@ impl Model {
                 Code::Approved
             }
             Command::ExpireKeys { before } => {
-                self.keys.retain(|_, r| r.at >= before);
+                // Disbursement credits are never forgotten (DESIGN §4).
+                self.keys
+                    .retain(|_, r| r.at >= before || r.op == KeyOp::Credit);
                 Code::Approved
             }
             _ => unreachable!(),

@@ -680,12 +680,20 @@ fn idempotency_expired_keys_are_processed_anew() {
     let before = w.ledger.config().limits.key_expiry_cutoff(w.now);
     assert_eq!(before, w.now - 30 * DAY);
     w.one(Command::ExpireKeys { before });
-    assert_eq!(w.ledger.keys_len(), stored - 2); // the credit and P1
+    // P1 is forgotten; the funding credit is older still but kept: a
+    // disbursement key must outlive retention (DESIGN §4).
+    assert_eq!(w.ledger.keys_len(), stored - 1);
     assert!(w.ledger.key(&key("P1")).is_none());
     assert!(w.ledger.key(&key("P2")).is_some());
+    assert!(w.ledger.key(&key("C-PKH-0")).is_some());
     let o = w.one(purchase("P1", Program::Pkh, pan(1), RP));
     assert!(!o.replayed);
     assert_eq!(w.balances(pan(1)).pkh, 97 * RP);
+    // Re-running the old credit is still a replay: nothing is paid twice.
+    let again = w.one(credit("C-PKH-0", Program::Pkh, pan(1), 100 * RP));
+    assert!(again.replayed);
+    assert_eq!(w.balances(pan(1)).pkh, 97 * RP);
+    w.ledger.check_invariants().unwrap();
 }
 
 // ---- reversals ---------------------------------------------------------------------
