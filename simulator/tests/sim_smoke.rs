@@ -248,7 +248,7 @@ fn chromium_dom(file: &Path) -> Option<String> {
         return None;
     };
     let profile = tempfile::tempdir().unwrap();
-    let o = Command::new(bin)
+    let mut o = Command::new(bin)
         .args([
             "--headless",
             "--no-sandbox",
@@ -264,10 +264,32 @@ fn chromium_dom(file: &Path) -> Option<String> {
         .arg("--dump-dom")
         .arg(format!("file://{}", file.display()))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("run chromium");
-    assert!(o.status.success(), "chromium: {}", show(&o));
-    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    // Bounded: a hung browser fails the test instead of hanging it.
+    let mut stdout = o.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = o.try_wait().expect("wait for chromium") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = o.kill();
+            let _ = o.wait();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let dom = reader.join().expect("read chromium output");
+    assert!(status.success(), "chromium exit {status}");
+    Some(dom)
 }
 
 #[test]
