@@ -208,6 +208,9 @@ struct RawLimits {
     withdrawal_day_amount_max: Sourced<u64>,
     withdrawal_day_count_max: Sourced<u32>,
     pin_tries_max: Sourced<u32>,
+    /// Optional: defaults to 30 days.
+    #[serde(default)]
+    key_retention_days: Option<Sourced<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -482,6 +485,10 @@ impl Programs {
                 10_000,
             )?,
             pin_tries_max: c.positive32("limits.pin_tries_max", &l.pin_tries_max, 9)? as u8,
+            key_retention_days: match &l.key_retention_days {
+                Some(k) => c.positive32("limits.key_retention_days", k, 3_650)?,
+                None => defaults.key_retention_days,
+            },
             dormant_block_days: c.positive32(
                 "dormant.block_days",
                 &raw.dormant.block_days,
