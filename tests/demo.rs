@@ -141,6 +141,8 @@ async fn demo_seeds_disburses_serves_and_stops_cleanly() {
             "PKH",
             "--period",
             "2020-T1",
+            "--report",
+            &dir.path().join("rejects.csv").display().to_string(),
         ],
         Duration::from_secs(120),
     );
