@@ -64,11 +64,25 @@ impl Running {
     pub async fn wait(self) -> std::io::Result<()> {
         let r = self.server.await.unwrap_or(Ok(()));
         drop(self.admin);
-        match Arc::try_unwrap(self.shards) {
-            Ok(s) => s.shutdown().await,
-            Err(_) => {
-                tracing::warn!("shards still referenced at shutdown; final checkpoint skipped")
+        // The admin endpoint's tasks let go of the shards as they notice
+        // the shutdown; give them a moment before draining.
+        let mut shards = self.shards;
+        let mut drained = false;
+        for _ in 0..200 {
+            match Arc::try_unwrap(shards) {
+                Ok(s) => {
+                    s.shutdown().await;
+                    drained = true;
+                    break;
+                }
+                Err(still_shared) => {
+                    shards = still_shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
             }
+        }
+        if !drained {
+            tracing::warn!("shards still referenced 5 s after shutdown; final checkpoint skipped");
         }
         self.store.close().await;
         r

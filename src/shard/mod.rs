@@ -55,7 +55,7 @@ impl Default for ShardConfig {
             batch_size_max: 1024,
             queue_depth_max: 65_536,
             queue_timeout_ms: 1_000,
-            checkpoint_every_batches: 20_000,
+            checkpoint_every_batches: 1_000_000,
             checkpoint_every_commands: 1_000_000,
             commit_queue_max: 64,
         }
@@ -568,40 +568,52 @@ impl Shard {
             if self.since_checkpoint >= self.cfg.checkpoint_every_batches
                 || self.commands_since_checkpoint >= self.cfg.checkpoint_every_commands
             {
-                self.checkpoint().await;
+                self.checkpoint(false).await;
             }
         }
-        self.checkpoint().await;
+        self.checkpoint(true).await;
     }
 
-    async fn checkpoint(&mut self) {
+    /// Checkpoint the ledger. The snapshot is taken here (so it is exactly
+    /// the state after the batches sent so far); encoding it, the slow part,
+    /// runs on the blocking pool unless this is the final checkpoint, which
+    /// shutdown waits for. The committer writes it behind the batches it
+    /// covers, so it never runs ahead of the journal.
+    async fn checkpoint(&mut self, last: bool) {
         let Some(ledger) = self.ledger.as_ref() else {
             return;
         };
         let snap = ledger.snapshot();
-        let body = match postcard::to_stdvec(&snap) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(bank = self.bank, error = %e, "checkpoint encoding failed");
-                return;
-            }
+        let batch = ledger.counters().batches;
+        let (bank, generation, ts) = (self.bank, self.generation, self.last_ts);
+        let commit = self.commit.clone();
+        let write = async move {
+            let encoded = tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await;
+            let body = match encoded {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!(bank, error = %e, "checkpoint encoding failed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(bank, error = %e, "checkpoint encoding task failed");
+                    return;
+                }
+            };
+            let checkpoint = Checkpoint { batch, ts, body };
+            let _ = commit
+                .send(CommitItem::Checkpoint {
+                    bank,
+                    generation,
+                    checkpoint,
+                })
+                .await;
         };
-        // The snapshot includes every batch applied so far; it is written
-        // behind them in the committer's order, so it never runs ahead of
-        // the journal.
-        let checkpoint = Checkpoint {
-            batch: ledger.counters().batches,
-            ts: self.last_ts,
-            body,
-        };
-        let _ = self
-            .commit
-            .send(CommitItem::Checkpoint {
-                bank: self.bank,
-                generation: self.generation,
-                checkpoint,
-            })
-            .await;
+        if last {
+            write.await;
+        } else {
+            tokio::spawn(write);
+        }
         self.since_checkpoint = 0;
         self.commands_since_checkpoint = 0;
     }
