@@ -23,6 +23,9 @@ pub fn echo_fields(mti: &[u8]) -> &'static [u8] {
     }
 }
 
+/// Signs a response: all message bytes before the MAC field → 8 MAC bytes.
+pub type MacFn<'a> = &'a dyn Fn(&[u8]) -> [u8; 8];
+
 /// What a response adds to the echoed fields, in DE order.
 #[derive(Default, Clone, Copy)]
 pub struct Added<'a> {
@@ -39,7 +42,7 @@ pub fn respond<B: AsRef<[u8]>>(
     req: &Message<B>,
     code: &[u8; 2],
     added: Added<'_>,
-    mac: Option<&dyn Fn(&[u8]) -> [u8; 8]>,
+    mac: Option<MacFn<'_>>,
     out: &mut BytesMut,
 ) {
     let mti = response_mti(req.mti());
