@@ -20,11 +20,13 @@ pub struct Builder<'b> {
 
 impl<'b> Builder<'b> {
     /// Start a message with this MTI at the end of `out`.
+    #[inline]
     pub fn new(out: &'b mut BytesMut, mti: &[u8; 4]) -> Self {
         Self::with_spec(default_spec(), out, mti)
     }
 
     /// Start a message using a given (static) field table.
+    #[inline]
     pub fn with_spec(spec: &'static Spec, out: &'b mut BytesMut, mti: &[u8; 4]) -> Self {
         let start = out.len();
         out.reserve(256);
@@ -48,6 +50,7 @@ impl<'b> Builder<'b> {
     /// value's length must fit the table (content classes are the caller's
     /// responsibility on this path; [`super::Message::validate`] checks them
     /// on the way in).
+    #[inline]
     pub fn field(&mut self, n: u8, value: &[u8]) -> Result<&mut Self, Error> {
         let def = self.spec.field(n);
         if !def.defined || n == 1 {
@@ -98,6 +101,7 @@ impl<'b> Builder<'b> {
         Ok(self)
     }
 
+    #[cold]
     fn splice_secondary(&mut self) {
         let at = self.start + 12;
         let old_len = self.out.len();
