@@ -13,8 +13,8 @@ use crate::shard::ShardConfig;
 use crate::storage::{Store, StoreError};
 use std::io::Write;
 
-/// A card command.
-#[derive(Clone, Debug)]
+/// A card command. `Debug` never prints a PIN.
+#[derive(Clone)]
 pub enum CardOp {
     Activate,
     /// New PIN (6 digits).
@@ -73,9 +73,39 @@ fn random_u64() -> u64 {
 }
 
 /// What a card command did; `new_card` holds (PAN, PIN) of a replacement.
-#[derive(Debug)]
+/// `Debug` prints the PAN masked and never the PIN.
 pub struct CardResult {
     pub new_card: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CardOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CardOp::Activate => f.write_str("Activate"),
+            CardOp::SetPin(_) => f.write_str("SetPin(<redacted>)"),
+            CardOp::Block => f.write_str("Block"),
+            CardOp::Unblock => f.write_str("Unblock"),
+            CardOp::Replace { new_pan, .. } => f
+                .debug_struct("Replace")
+                .field("new_pan", &new_pan.as_deref().map(crate::pan::mask_pan))
+                .field("pin", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CardResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardResult")
+            .field(
+                "new_card",
+                &self
+                    .new_card
+                    .as_ref()
+                    .map(|(p, _)| (crate::pan::mask_pan(p), "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// Run one card command.
@@ -213,4 +243,35 @@ pub async fn sweep(
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_a_pin() {
+        let ops = [
+            CardOp::SetPin("847361".into()),
+            CardOp::Replace {
+                new_pan: Some("6000020000000120".into()),
+                pin: Some("847361".into()),
+            },
+        ];
+        for op in ops {
+            let s = format!("{op:?}");
+            assert!(
+                !s.contains("847361") && !s.contains("6000020000000120"),
+                "{s}"
+            );
+        }
+        let r = CardResult {
+            new_card: Some(("6000020000000120".into(), "847361".into())),
+        };
+        let s = format!("{r:?}");
+        assert!(
+            !s.contains("847361") && s.contains("600002******0120"),
+            "{s}"
+        );
+    }
 }

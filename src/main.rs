@@ -297,6 +297,13 @@ fn main() -> ExitCode {
 }
 
 async fn audit(cfg: Config, json: bool) -> ExitCode {
+    let configs = match kks_switch::service::ledger_configs(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kks-switch audit: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let store = match Store::open(&cfg.store.db).await {
         Ok(s) => s,
         Err(e) => {
@@ -305,7 +312,7 @@ async fn audit(cfg: Config, json: bool) -> ExitCode {
         }
     };
     let t = std::time::Instant::now();
-    let report = match kks_switch::audit::audit(&store, &drill::bank_configs(), json).await {
+    let report = match kks_switch::audit::audit(&store, &configs, json).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kks-switch audit: {e}");

@@ -148,8 +148,9 @@ impl SplitMix64 {
     }
 }
 
-/// One synthetic family and its card.
-#[derive(Clone, Debug)]
+/// One synthetic family and its card. `Debug` masks the PAN and leaves
+/// the PIN out.
+#[derive(Clone)]
 pub struct Family {
     /// KK number (16 digits).
     pub kk: u64,
@@ -169,6 +170,21 @@ pub struct Family {
     pub pan: String,
     /// The card's PIN (test data: written to cards.csv, stored only as PVV).
     pub pin: String,
+}
+
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family")
+            .field("kk", &self.kk)
+            .field("bank", &self.bank)
+            .field("province", &self.province)
+            .field("pkh", &self.pkh)
+            .field("bpnt", &self.bpnt)
+            .field("counts", &self.counts)
+            .field("pan", &crate::pan::mask_pan(&self.pan))
+            .field("pin", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Family {
@@ -718,4 +734,19 @@ pub fn write_files(dir: &Path, programs: &Programs, pop: &Population) -> Result<
     })()
     .map_err(io(&path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn family_debug_masks_the_pan_and_omits_the_pin() {
+        let programs = Programs::builtin();
+        let pop = generate(&programs, 3, 7, 0.25);
+        for f in &pop.families {
+            let s = format!("{f:?}");
+            assert!(!s.contains(&f.pan) && !s.contains(&f.pin), "{s}");
+        }
+    }
 }

@@ -17,6 +17,15 @@ impl Ledger {
         &self.config
     }
 
+    /// Switch to another configuration (rule set, limits) from the next
+    /// batch on. The bank cannot change. Recovery calls this only after the
+    /// journal has been replayed under the configuration it was applied with.
+    pub fn set_config(&mut self, config: LedgerConfig) {
+        if config.bank == self.config.bank {
+            self.config = config;
+        }
+    }
+
     /// All accounts, by id.
     pub fn accounts(&self) -> &[Account] {
         &self.books.accounts

@@ -105,19 +105,7 @@ impl Pan {
     /// last 4 digits, the rest `*`. PANs of 10 digits or fewer print as `*`s.
     pub fn masked(&self) -> String {
         let mut buf = [0u8; PAN_DIGITS_MAX];
-        let digits = self.write_digits(&mut buf);
-        let n = digits.len();
-        digits
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if n > 10 && (i < 6 || i >= n - 4) {
-                    char::from(b)
-                } else {
-                    '*'
-                }
-            })
-            .collect()
+        crate::pan::mask_pan_bytes(self.write_digits(&mut buf))
     }
 }
 

@@ -179,8 +179,9 @@ pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64
                     bank,
                     reason: format!("checkpoint: {e}"),
                 })?;
-            // Rule set and limits come from today's configuration.
-            snap.config = config;
+            // Journaled batches are replayed under the rules they were applied
+            // with (the checkpoint's); today's configuration applies after.
+            snap.config.bank = config.bank;
             Ledger::restore(snap).map_err(|e| ShardError::Corrupt {
                 bank,
                 reason: e.to_string(),
@@ -217,6 +218,7 @@ pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64
             replayed += 1;
         }
     }
+    ledger.set_config(config);
     Ok((ledger, replayed))
 }
 
@@ -278,6 +280,19 @@ impl Shards {
         for (config, r, took) in recovered {
             let bank = config.bank.0;
             let (ledger, replayed) = r?;
+            // A journal always starts behind a checkpoint, which records the
+            // rules its batches are applied with (see `recover`).
+            if store.load_checkpoint(bank).await?.is_none() {
+                let body =
+                    postcard::to_stdvec(&ledger.snapshot()).map_err(|e| ShardError::Corrupt {
+                        bank,
+                        reason: format!("initial checkpoint: {e}"),
+                    })?;
+                let batch = ledger.counters().batches;
+                store
+                    .save_checkpoint(bank, &Checkpoint { batch, ts: 0, body })
+                    .await?;
+            }
             tracing::info!(
                 bank,
                 replayed,
