@@ -9,7 +9,9 @@
 //! - [`report`]: the self-contained HTML report.
 //! - [`verify`]: the money check against `kks-switch audit --json`.
 //! - [`echo`]: `echo-target`, a trivial responder to measure the generator alone.
+//! - [`crash`]: `crash`, SIGKILL trials under load checked against the journal.
 
+mod crash;
 mod echo;
 mod engine;
 mod gen;
@@ -67,6 +69,10 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         count: u64,
     },
+    /// Crash trials: seed, serve, load, SIGKILL at a random moment, restart,
+    /// repeat what was unanswered, compare every approval with the journal
+    /// and the audit; exit 1 on any loss or extra effect.
+    Crash(crash::CrashArgs),
     /// A trivial ISO 8583 responder (2b framing) for measuring the generator.
     EchoTarget {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             summary,
             kks_switch,
         } => verify_cmd(&db, &summary, kks_switch.as_deref()),
+        Cmd::Crash(a) => ExitCode::from(crash::main(a)),
         Cmd::EchoTarget { listen, terminals } => echo_target(&listen, terminals.as_deref()),
         Cmd::Stream {
             scenario,
