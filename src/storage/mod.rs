@@ -32,6 +32,16 @@ const SQLITE_ROWS_PER_INSERT: usize = 2000;
 /// bank is far beyond any run.
 const SQLITE_BANK_SHIFT: u32 = 40;
 
+/// How long a write waits for a lock another connection holds before it
+/// fails (SQLite `busy_timeout`, PostgreSQL `lock_timeout`). A group commit
+/// that fails is answered 91 (INTERFACE §5), so this bounds how long a
+/// terminal waits while the database is locked: well within its 30 s.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How long taking a connection from the pool may take, connecting
+/// included: bounds the wait for 91 while the database is unreachable.
+pub const ACQUIRE_WAIT: Duration = Duration::from_secs(3);
+
 fn sqlite_key(bank: u16, id: u64) -> i64 {
     (((bank as u64) << SQLITE_BANK_SHIFT) | id) as i64
 }
@@ -149,18 +159,24 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(LOCK_WAIT)
                 .pragma("cache_size", "-65536");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .acquire_timeout(ACQUIRE_WAIT)
                 .connect_with(opts)
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+            let lock_ms = LOCK_WAIT.as_millis().to_string();
+            let opts = PgConnectOptions::from_str(url)?.options([
+                ("synchronous_commit", "on"),
+                ("lock_timeout", lock_ms.as_str()),
+            ]);
             let pool = PgPoolOptions::new()
                 .max_connections(4)
+                .acquire_timeout(ACQUIRE_WAIT)
                 .connect_with(opts)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
