@@ -550,6 +550,7 @@ fn run_trial(
         ],
     )?;
     for (program, period) in [("BPNT", "2026-01"), ("PKH", "2026-T1")] {
+        let report = dir.join(format!("rejects-{program}.csv"));
         kks_run(
             kks,
             &[
@@ -560,6 +561,8 @@ fn run_trial(
                 program,
                 "--period",
                 period,
+                "--report",
+                &report.to_string_lossy(),
             ],
         )?;
     }
