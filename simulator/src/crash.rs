@@ -300,7 +300,10 @@ pub fn main(a: CrashArgs) -> u8 {
         }
         if !t.passed {
             any_failed = true;
-            println!("  kept: {} ({})", tdir.display(), db.url);
+            match &db.schema {
+                Some(schema) => println!("  kept: {} (schema {schema})", tdir.display()),
+                None => println!("  kept: {}", tdir.display()),
+            }
         } else if !a.keep {
             let _ = std::fs::remove_dir_all(&tdir);
             if let Some(s) = &db.schema {
