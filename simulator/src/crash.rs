@@ -606,7 +606,7 @@ fn run_trial(
         let addr = server.addr;
         let local = tokio::task::LocalSet::new();
         let mut src = Source::Gen {
-            gen,
+            gen: Box::new(gen),
             pop: &mut pop,
             in_flight: a.in_flight,
         };
@@ -1001,7 +1001,7 @@ pub fn compare(
 enum Source<'a> {
     /// The seeded stream, keeping `in_flight` requests outstanding.
     Gen {
-        gen: Generator,
+        gen: Box<Generator>,
         pop: &'a mut Population,
         in_flight: usize,
     },
