@@ -1,8 +1,9 @@
 //! Hostile clients (issue 7, item 3): the real host (`service::start` on a
 //! fixture SQLite store, 127.0.0.1, port 0) under slowloris, connection
 //! floods past `connections_max`, half-open connections, zero and oversize
-//! length headers and garbage storms, each run while a well-behaved
-//! terminal does purchases and withdrawals on the same host.
+//! length headers, garbage storms and clients that never read, each run
+//! while a well-behaved terminal does purchases and withdrawals on the same
+//! host.
 //!
 //! For every attack the test asserts that
 //! - the well-behaved terminal's requests are answered as if the host were
@@ -14,7 +15,9 @@
 //!   unanswered, a zero/oversize/non-digit header or an unparseable message
 //!   closes it at once (nothing sent back), a request followed by a
 //!   half-close is still answered, connections beyond the cap wait in the
-//!   accept backlog and are served when a slot frees;
+//!   accept backlog and are served when a slot frees, and a client that
+//!   never reads its answers is closed once the server's writes have made
+//!   no progress for the idle timeout;
 //! - nothing panics (a panic hook counts panics in this process, the host's
 //!   tasks included), and the host still answers afterwards and shuts down
 //!   cleanly.
@@ -647,6 +650,69 @@ async fn zero_and_oversize_lengths() {
         drop(good);
         finish(addr, framing, h).await;
     }
+}
+
+/// A client that sends requests and never reads the answers (small receive
+/// buffer): once its buffers are full the server's writes make no progress,
+/// and after the idle timeout the server closes the connection (our writes
+/// then fail) instead of holding it, or growing memory, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads() {
+    watch_panics();
+    let fx = Fixture::sqlite().await;
+    let idle = Duration::from_millis(800);
+    let h = host(&fx, Framing::TwoByte, idle.as_millis() as u64, 1000).await;
+    let addr = h.addr;
+    let mut good = Conn::connect(addr, Framing::TwoByte).await;
+    let mut readers_not = Vec::new();
+    for _ in 0..4 {
+        readers_not.push(tokio::spawn(async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let mut s = sock.connect(addr).await.expect("connect");
+            let mut batch = BytesMut::new();
+            let mut codec = FrameCodec::new(Framing::TwoByte);
+            for i in 0..100u32 {
+                codec
+                    .encode(&echo_req(&format!("{i:06}"))[..], &mut batch)
+                    .unwrap();
+            }
+            let t0 = Instant::now();
+            let mut sent = 0usize;
+            let r = timeout(LIMIT, async {
+                loop {
+                    if let Err(e) = s.write_all(&batch).await {
+                        return e;
+                    }
+                    sent += 100;
+                }
+            })
+            .await;
+            let e = r.unwrap_or_else(|_| {
+                panic!("still writable after {LIMIT:?} and {sent} requests unread")
+            });
+            assert!(
+                t0.elapsed() + Duration::from_millis(50) >= idle,
+                "closed after {:?} ({e}), before the idle timeout",
+                t0.elapsed()
+            );
+            (sent, t0.elapsed())
+        }));
+    }
+    let mut tally = Tally::default();
+    well_behaved(&mut good, 48, Duration::from_millis(20), &mut tally).await;
+    let mut most = (0, Duration::ZERO);
+    for r in readers_not {
+        let (sent, took) = timeout(LIMIT * 2, r).await.unwrap().expect("non-reader");
+        most = most.max((sent, took));
+    }
+    assert_balances(addr, Framing::TwoByte, &tally).await;
+    eprintln!(
+        "non-readers: closed after at most {} unread requests / {:?}; well-behaved slowest {:?}",
+        most.0, most.1, tally.slowest
+    );
+    drop(good);
+    finish(addr, Framing::TwoByte, h).await;
 }
 
 // ----------------------------------------------------------- garbage storm
