@@ -574,9 +574,11 @@ async fn half_open_connections() {
     finish(addr, Framing::TwoByte, h).await;
 }
 
-/// Zero, oversize and (4a) non-digit length headers close the connection
-/// at once with nothing sent back, even when a valid request follows, and
-/// even after an earlier request on it was answered. Both framings.
+/// Zero, oversize and (4a) non-digit length headers, and whole frames
+/// whose message cannot be parsed (too short for MTI and bitmap; a bitmap
+/// naming DE2 with nothing after it), close the connection at once with
+/// nothing sent back, even when a valid request follows, and even after an
+/// earlier request on it was answered. Both framings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_and_oversize_lengths() {
     watch_panics();
@@ -590,6 +592,9 @@ async fn zero_and_oversize_lengths() {
                 vec![0xFF, 0xFF],
                 vec![0x10, 0x01],
                 vec![0x80, 0x00],
+                // Whole frames whose message cannot be parsed.
+                [&[0x00, 0x03][..], b"020"].concat(),
+                [&[0x00, 0x0C][..], b"0200", &[0x40, 0, 0, 0, 0, 0, 0, 0]].concat(),
             ],
         ),
         (
@@ -602,6 +607,8 @@ async fn zero_and_oversize_lengths() {
                 b" 123".to_vec(),
                 b"-001".to_vec(),
                 vec![0x00, 0x2a, b'0', b'8'],
+                b"0003020".to_vec(),
+                [&b"00120200"[..], &[0x40, 0, 0, 0, 0, 0, 0, 0]].concat(),
             ],
         ),
     ] {
