@@ -657,6 +657,17 @@ fn main() {
             .filter(|p| o.only.as_deref().is_none_or(|x| x == **p)),
     );
     phases.push("quiet again");
+    // The whole run stops by itself: a watchdog ends the process if it
+    // takes far longer than its phases should.
+    let phase_count = phases.len() as u64;
+    let budget = Duration::from_secs(60 + phase_count * (o.seconds + o.idle_ms / 1000 + 1 + 60));
+    let serve_pid = host.child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(budget);
+        eprintln!("hostile: still running after {budget:?}; giving up");
+        let _ = Command::new("kill").args(["-KILL", &serve_pid]).status();
+        std::process::exit(2);
+    });
     let mut quiet_p99 = 0u64;
     let host_pid = host.child.id().to_string();
     println!(
@@ -692,11 +703,16 @@ fn main() {
         let m = client.block_on(measure(&mut conns, &cards, &o, phase_len, &mut n));
         let (host_cpu, bench_cpu, all_cpu) = cpu.since(&host_pid);
         stop.store(true, Ordering::Relaxed);
+        // Attackers stop at their next check; any still busy after 5 s (a
+        // connect waiting on a full backlog, say) are aborted.
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
         attack_rt.block_on(async {
-            for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
-            }
+            let all = futures::future::join_all(tasks);
+            let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
         });
+        for a in aborts {
+            a.abort();
+        }
         let ms = |v: u64| v as f64 / 1000.0;
         let p99 = m.hist.value_at_quantile(0.99);
         if phase == "quiet" {
