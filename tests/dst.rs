@@ -51,6 +51,9 @@ fn fixed_seeds() {
         total.requests_repeated += r.requests_repeated;
         total.commit_failures += r.commit_failures;
         total.restarts += r.restarts;
+        total.pauses += r.pauses;
+        total.declined += r.declined;
+        total.late_originals_refused += r.late_originals_refused;
         total.rebuilds += r.rebuilds;
         total.answered_91 += r.answered_91;
         total.checkpoints += r.checkpoints;
@@ -63,6 +66,9 @@ fn fixed_seeds() {
     assert!(total.commit_failures > 0, "{total:?}");
     assert!(total.rebuilds > 0, "{total:?}");
     assert!(total.restarts > 0, "{total:?}");
+    assert!(total.pauses > 0, "{total:?}");
+    assert!(total.declined > 0, "{total:?}");
+    assert!(total.late_originals_refused > 0, "{total:?}");
     assert!(total.answered_91 > 0, "{total:?}");
     assert!(total.checkpoints > 0, "{total:?}");
     assert!(total.credits > 0, "{total:?}");

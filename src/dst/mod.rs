@@ -84,6 +84,8 @@ pub struct Faults {
     /// Per step: the server restarts (queues, uncommitted batches and
     /// frames in flight lost; ledgers rebuilt from checkpoint + journal).
     pub restart: u64,
+    /// Per step: the clock jumps 1 minute to 12 hours.
+    pub pause: u64,
 }
 
 impl Faults {
@@ -95,6 +97,7 @@ impl Faults {
         latency_max_ms: 40,
         commit_fail: 30,
         restart: 2,
+        pause: 1,
     };
     /// No faults (the drain at the end of every run).
     pub const NONE: Faults = Faults {
@@ -104,6 +107,7 @@ impl Faults {
         latency_max_ms: 5,
         commit_fail: 0,
         restart: 0,
+        pause: 0,
     };
 }
 
@@ -163,6 +167,9 @@ pub struct Report {
     pub batches_committed: u64,
     pub commit_failures: u64,
     pub restarts: u64,
+    pub pauses: u64,
+    /// Originals that arrived after their reversal and were refused (94).
+    pub late_originals_refused: u64,
     pub rebuilds: u64,
     pub checkpoints: u64,
     pub credits: u64,
@@ -839,6 +846,14 @@ impl World {
             self.step += 1;
             if self.chance(self.faults.restart) {
                 self.restart()?;
+            } else if self.chance(self.faults.pause) {
+                // The host stalls for up to 12 hours (a suspended VM): every
+                // timer is overdue at once, and WIB days and the hourly key
+                // expiry come round (retention is 30 days, far longer).
+                let ms = 60_000 + self.rng.below(12 * 3_600_000);
+                self.now += ms;
+                self.report.pauses += 1;
+                self.note(format!("PAUSE of {ms} ms"));
             } else if !self.next_event()? {
                 break;
             }
@@ -1791,6 +1806,10 @@ impl World {
                     key_label(&key)
                 )));
             }
+        }
+        // An original that arrived after its reversal: refused, never posted.
+        if mti == "0210" && code == "94" && field(44).as_deref() == Some("REVERSED") {
+            self.report.late_originals_refused += 1;
         }
         let Some(tx) = self.terms[term].current.as_ref() else {
             return Ok(());
