@@ -128,6 +128,30 @@ fn auditor_catches_a_ledger_not_rebuilt_after_a_failed_commit() {
     eprintln!("{msg}");
 }
 
+/// The terminal policy matters: a terminal that takes a 91 as a final
+/// decline, while a repeat or a network duplicate of its request is still in
+/// flight, can be debited for a transaction it thinks declined (the copy is
+/// approved after the failed commit). The simulated terminals therefore
+/// reverse after a 91, as after a timeout; this shows the auditor sees the
+/// difference.
+#[test]
+fn ninety_one_is_not_final_while_copies_are_in_flight() {
+    for seed in 1..=16 {
+        let mut cfg = SimConfig::new(seed, 3_000);
+        cfg.ninety_one_is_final = true;
+        if let Err(f) = run(cfg) {
+            eprintln!("{f}");
+            assert!(
+                f.what
+                    .contains("approved after the terminal closed it as declined"),
+                "{f}"
+            );
+            return;
+        }
+    }
+    panic!("a terminal trusting 91 as final went unnoticed on 16 seeds");
+}
+
 #[test]
 fn regression_seeds() {
     for &(seed, what) in REGRESSION_SEEDS {

@@ -132,6 +132,10 @@ pub struct SimConfig {
     /// Cards per bank.
     pub cards_per_bank: u32,
     pub sabotage: Option<Sabotage>,
+    /// Terminal policy: take a 91 to a 0200 as a final decline instead of
+    /// reversing. Unsafe when copies of the request may still be in flight
+    /// (a repeat, a network duplicate): one of them can be approved later.
+    pub ninety_one_is_final: bool,
 }
 
 impl SimConfig {
@@ -142,6 +146,7 @@ impl SimConfig {
             faults: Faults::DEFAULT,
             cards_per_bank: 4,
             sabotage: None,
+            ninety_one_is_final: false,
         }
     }
 }
@@ -568,6 +573,8 @@ pub struct World {
     cards: Vec<Card>,
     credits: Vec<OpCredit>,
     seen: Seen,
+    /// 0200 keys a terminal closed as declined (after a non-00 answer).
+    declined_keys: std::collections::BTreeSet<RequestKey>,
     /// New work is started (off during the drain).
     open: bool,
     trace: VecDeque<String>,
@@ -758,6 +765,7 @@ impl World {
             cards,
             credits: Vec::new(),
             seen: BTreeMap::new(),
+            declined_keys: std::collections::BTreeSet::new(),
             open: true,
             trace: VecDeque::with_capacity(TRACE_LEN),
             tx_ids: 0,
@@ -1807,6 +1815,14 @@ impl World {
                 )));
             }
         }
+        // A terminal that closed a transaction as declined must never see
+        // it approved later.
+        if mti == "0210" && code == "00" && self.declined_keys.contains(&key) {
+            return Err(self.fail(format!(
+                "term {term}: {} approved after the terminal closed it as declined (its model is now wrong)",
+                key_label(&key)
+            )));
+        }
         // An original that arrived after its reversal: refused, never posted.
         if mti == "0210" && code == "94" && field(44).as_deref() == Some("REVERSED") {
             self.report.late_originals_refused += 1;
@@ -1826,7 +1842,12 @@ impl World {
                 }
                 if code == "91" {
                     self.report.answered_91 += 1;
-                    if tx.kind == TxKind::Inquiry {
+                    if tx.kind == TxKind::Inquiry || self.cfg.ninety_one_is_final {
+                        // (A late approval of an inquiry moves nothing.)
+                        self.report.declined += 1;
+                        if tx.kind != TxKind::Inquiry {
+                            self.declined_keys.insert(key);
+                        }
                         self.finish(term);
                     } else {
                         // Another copy may still be in flight: reverse.
@@ -1845,6 +1866,7 @@ impl World {
                     self.finish(term);
                 } else {
                     self.report.declined += 1;
+                    self.declined_keys.insert(key);
                     self.finish(term);
                 }
             }
