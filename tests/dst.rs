@@ -141,9 +141,12 @@ fn ninety_one_is_not_final_while_copies_are_in_flight() {
         cfg.ninety_one_is_final = true;
         if let Err(f) = run(cfg) {
             eprintln!("{f}");
+            // Seen either when the late approval reaches the terminal, or
+            // (its answer lost) in the final balances.
             assert!(
                 f.what
-                    .contains("approved after the terminal closed it as declined"),
+                    .contains("approved after the terminal closed it as declined")
+                    || f.what.contains("model"),
                 "{f}"
             );
             return;
