@@ -184,7 +184,10 @@ pub struct Report {
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub seed: u64,
+    /// The step that failed.
     pub step: u64,
+    /// The run's configured steps (to replay it).
+    pub steps: u64,
     pub what: String,
     pub trace: Vec<String>,
 }
@@ -198,8 +201,8 @@ impl fmt::Display for Failure {
         )?;
         writeln!(
             f,
-            "replay: KKS_DST_SEEDS={} cargo test --test dst -- --ignored --nocapture long_run",
-            self.seed
+            "replay: KKS_DST_SEEDS={} KKS_DST_STEPS={} cargo test --test dst -- --ignored --nocapture long_run",
+            self.seed, self.steps
         )?;
         writeln!(f, "last {} events:", self.trace.len())?;
         for t in &self.trace {
@@ -801,6 +804,7 @@ impl World {
         Failure {
             seed: self.cfg.seed,
             step: self.step,
+            steps: self.cfg.steps,
             what,
             trace: self.trace.iter().cloned().collect(),
         }
