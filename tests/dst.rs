@@ -44,6 +44,12 @@ fn fixed_seeds() {
             "seed {seed}: {r:?}"
         );
         total.steps += r.steps;
+        total.drain_steps += r.drain_steps;
+        total.sim_ms += r.sim_ms;
+        total.frames_sent += r.frames_sent;
+        total.frames_dropped += r.frames_dropped;
+        total.frames_duplicated += r.frames_duplicated;
+        total.batches_committed += r.batches_committed;
         total.transactions += r.transactions;
         total.approved += r.approved;
         total.reversed += r.reversed;
