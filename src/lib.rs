@@ -13,6 +13,7 @@
 //! - [`service`]: the assembled host (store → shards → registry → listener) used by `serve`, `demo` and tests.
 //! - [`shard`]: one writer per bank fed by bounded queues; group commit; recovery from checkpoint + journal.
 //! - [`audit`]: re-derives balances from the journal and checks every invariant (`kks-switch audit`).
+//! - [`dst`]: deterministic simulation of the core (fake clock and network, injected faults, an auditor after every step).
 //! - [`drill`]: drives shards and storage with synthetic load (crash test, durable-commit bench).
 //! - [`registry`]: terminals (DE41/DE42) and bank PIN verification keys, unwrapped in memory at start.
 //! - [`programs`]: PKH/BPNT rules from `specs/programs.toml`: components, caps, tahap, cadence, periods, entitlements.
@@ -29,6 +30,7 @@ pub mod crypto;
 pub mod demo;
 pub mod disbursement;
 pub mod drill;
+pub mod dst;
 pub mod iso8583;
 pub mod ledger;
 pub mod lifecycle;

@@ -147,6 +147,18 @@ impl Registry {
         })
     }
 
+    /// Add (or replace) a terminal held in memory only: for tests and the
+    /// deterministic simulation, which build a registry without a store.
+    pub fn insert_terminal(&mut self, t: Terminal) {
+        self.terminals
+            .insert((t.terminal_id, *t.merchant.as_bytes()), t);
+    }
+
+    /// Add (or replace) a bank's PIN verification key, in memory only.
+    pub fn insert_pvk(&mut self, bank: u16, key: PvKey) {
+        self.pvks.insert(bank, key);
+    }
+
     /// The terminal named by DE41 + DE42.
     pub fn terminal(&self, tid: &[u8], mid: &[u8]) -> Option<&Terminal> {
         let k = terminal_key(tid, mid)?;

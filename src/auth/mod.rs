@@ -108,7 +108,7 @@ fn balances_de54(pkh: u64, bpnt: u64) -> String {
 }
 
 /// The response to `req` with `code`, MAC'd when the terminal uses a MAC.
-fn answer(
+pub fn answer(
     req: &Message<Bytes>,
     term: Option<&Terminal>,
     code: &[u8; 2],
@@ -129,7 +129,7 @@ fn answer(
 }
 
 /// Build the response from the ledger's durable answer.
-fn from_done(req: &Message<Bytes>, term: Option<&Terminal>, done: &Done) -> BytesMut {
+pub fn from_done(req: &Message<Bytes>, term: Option<&Terminal>, done: &Done) -> BytesMut {
     let code = done.reply.code;
     let de39 = code.de39().as_bytes();
     let code2 = [de39[0], de39[1]];
@@ -157,7 +157,9 @@ fn from_done(req: &Message<Bytes>, term: Option<&Terminal>, done: &Done) -> Byte
     answer(req, term, &code2, added)
 }
 
-enum Decision {
+/// What [`decide`] made of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
     /// Answer now with this code.
     Answer([u8; 2]),
     /// Queue this command to the card's bank.
@@ -166,146 +168,159 @@ enum Decision {
 
 impl Issuer {
     fn decide(&self, req: &Message<Bytes>, term: Option<&Terminal>) -> Decision {
-        let mti = req.mti();
-        let reversal = mti != b"0200";
-        let field = |n| req.get(n).unwrap_or_default();
-        // Step 1 (rest): the basket, on BPNT purchases under food-only.
-        let op = op_of(field(de::PROCESSING_CODE));
-        let mut precheck = Precheck::Passed;
-        if !reversal && op == Op::Purchase(Program::Bpnt) && self.rule_set == RuleSet::FoodOnly {
-            let Some(de48) = req.basket() else {
-                return Decision::Answer(*b"30");
-            };
-            match check_basket(de48, &FOOD_ONLY_ALLOWED) {
-                Err(_) => return Decision::Answer(*b"30"),
-                Ok(b) => {
-                    if let Some(item) = b.first_ineligible {
-                        precheck = Precheck::Ineligible { item };
-                    } else if Some(b.total) != req.amount() {
-                        precheck = Precheck::BadAmount;
-                    }
-                }
-            }
-        }
-        // Step 2: MAC, for terminals that use one.
-        if let Some(key) = term.and_then(|t| t.mac_key.as_ref()) {
-            let bytes = req.bytes();
-            let ok = match req.mac() {
-                Some((_, mac))
-                    if bytes.len() >= 8
-                        && std::ptr::eq(mac.as_ptr(), bytes[bytes.len() - 8..].as_ptr()) =>
-                {
-                    verify_mac(key, &bytes[..bytes.len() - 8], mac)
-                }
-                _ => false,
-            };
-            if !ok {
-                return Decision::Answer(*b"63");
-            }
-        }
-        // Step 3: the terminal.
-        let Some(t) = term else {
-            return Decision::Answer(*b"03");
-        };
-        // Step 4: BIN, then Luhn.
-        let pan_digits = field(de::PAN);
-        let Some(bank) = Bank::from_bin(std::str::from_utf8(pan_digits).unwrap_or("")) else {
-            return Decision::Answer(*b"92");
-        };
-        let pan = match Pan::parse(pan_digits) {
-            Ok(p) => p,
-            Err(PanError::Luhn) | Err(_) => return Decision::Answer(*b"14"),
-        };
-        let Some(lpan) = LedgerPan::from_digits(pan.digits()) else {
-            return Decision::Answer(*b"14");
-        };
-        let acquirer = acquirer11(field(de::ACQUIRER));
-        let class = &mti[..3];
-        let key = request_key(
-            class,
-            &acquirer,
-            field(de::TERMINAL),
-            field(de::STAN),
-            field(de::TRANSMISSION),
-        );
-        let request = Request {
-            key,
-            fingerprint: fingerprint(req),
-        };
-        let issuer = BankCode(bank.code_number());
-        let amount = req.amount().unwrap_or(0);
-        if reversal {
-            let Some(o) = req.original() else {
-                return Decision::Answer(*b"30");
-            };
-            let original = request_key(
-                &o.mti[..3],
-                &o.acquirer,
-                field(de::TERMINAL),
-                &o.stan,
-                &o.transmission,
-            );
-            return Decision::Submit(
-                issuer,
-                Command::Reversal(Reversal {
-                    request,
-                    original,
-                    pan: lpan,
-                    amount,
-                }),
-            );
-        }
-        if field(de::CURRENCY) != b"360" && matches!(precheck, Precheck::Passed) {
-            precheck = Precheck::BadAmount;
-        }
-        // Steps 5–6 happen in the ledger; here the PIN becomes its PVV.
-        let pin = match (req.pin_block(), self.registry.pvk(bank.code_number())) {
-            (Some(block), Some(pvk)) => decode_pin(block, &pan, &t.pin_key)
-                .ok()
-                .map(|p| Pvv(pin_verification_value(pvk, &pan, &p))),
-            _ => None,
-        };
-        let acceptor = Acceptor {
-            kind: t.kind,
-            bank: BankCode(t.bank.code_number()),
-            merchant: t.merchant,
-        };
-        let cmd = match op {
-            Op::Purchase(wallet) => Command::Purchase(Payment {
-                request,
-                wallet,
-                pan: lpan,
-                amount,
-                acceptor,
-                pin,
-                precheck,
-            }),
-            Op::Withdrawal(wallet) => Command::Withdrawal(Payment {
-                request,
-                wallet,
-                pan: lpan,
-                amount,
-                acceptor,
-                pin,
-                precheck,
-            }),
-            Op::Inquiry => Command::BalanceInquiry(Inquiry {
-                request,
-                pan: lpan,
-                acceptor,
-                pin,
-                precheck,
-            }),
-            Op::Unsupported => Command::BalanceInquiry(Inquiry {
-                request,
-                pan: lpan,
-                acceptor,
-                pin,
-                precheck: Precheck::Unsupported,
-            }),
-        };
-        Decision::Submit(issuer, cmd)
+        decide(&self.registry, self.rule_set, req, term)
     }
+}
+
+/// The pure part of authorization: INTERFACE §5 steps 1–4 on a validated
+/// request, the PIN turned into its PVV, and the ledger command for the
+/// card's bank, or the code to answer at once. No I/O and no clock, so the
+/// deterministic simulation (`crate::dst`) drives exactly this code.
+pub fn decide(
+    registry: &Registry,
+    rule_set: RuleSet,
+    req: &Message<Bytes>,
+    term: Option<&Terminal>,
+) -> Decision {
+    let mti = req.mti();
+    let reversal = mti != b"0200";
+    let field = |n| req.get(n).unwrap_or_default();
+    // Step 1 (rest): the basket, on BPNT purchases under food-only.
+    let op = op_of(field(de::PROCESSING_CODE));
+    let mut precheck = Precheck::Passed;
+    if !reversal && op == Op::Purchase(Program::Bpnt) && rule_set == RuleSet::FoodOnly {
+        let Some(de48) = req.basket() else {
+            return Decision::Answer(*b"30");
+        };
+        match check_basket(de48, &FOOD_ONLY_ALLOWED) {
+            Err(_) => return Decision::Answer(*b"30"),
+            Ok(b) => {
+                if let Some(item) = b.first_ineligible {
+                    precheck = Precheck::Ineligible { item };
+                } else if Some(b.total) != req.amount() {
+                    precheck = Precheck::BadAmount;
+                }
+            }
+        }
+    }
+    // Step 2: MAC, for terminals that use one.
+    if let Some(key) = term.and_then(|t| t.mac_key.as_ref()) {
+        let bytes = req.bytes();
+        let ok = match req.mac() {
+            Some((_, mac))
+                if bytes.len() >= 8
+                    && std::ptr::eq(mac.as_ptr(), bytes[bytes.len() - 8..].as_ptr()) =>
+            {
+                verify_mac(key, &bytes[..bytes.len() - 8], mac)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Decision::Answer(*b"63");
+        }
+    }
+    // Step 3: the terminal.
+    let Some(t) = term else {
+        return Decision::Answer(*b"03");
+    };
+    // Step 4: BIN, then Luhn.
+    let pan_digits = field(de::PAN);
+    let Some(bank) = Bank::from_bin(std::str::from_utf8(pan_digits).unwrap_or("")) else {
+        return Decision::Answer(*b"92");
+    };
+    let pan = match Pan::parse(pan_digits) {
+        Ok(p) => p,
+        Err(PanError::Luhn) | Err(_) => return Decision::Answer(*b"14"),
+    };
+    let Some(lpan) = LedgerPan::from_digits(pan.digits()) else {
+        return Decision::Answer(*b"14");
+    };
+    let acquirer = acquirer11(field(de::ACQUIRER));
+    let class = &mti[..3];
+    let key = request_key(
+        class,
+        &acquirer,
+        field(de::TERMINAL),
+        field(de::STAN),
+        field(de::TRANSMISSION),
+    );
+    let request = Request {
+        key,
+        fingerprint: fingerprint(req),
+    };
+    let issuer = BankCode(bank.code_number());
+    let amount = req.amount().unwrap_or(0);
+    if reversal {
+        let Some(o) = req.original() else {
+            return Decision::Answer(*b"30");
+        };
+        let original = request_key(
+            &o.mti[..3],
+            &o.acquirer,
+            field(de::TERMINAL),
+            &o.stan,
+            &o.transmission,
+        );
+        return Decision::Submit(
+            issuer,
+            Command::Reversal(Reversal {
+                request,
+                original,
+                pan: lpan,
+                amount,
+            }),
+        );
+    }
+    if field(de::CURRENCY) != b"360" && matches!(precheck, Precheck::Passed) {
+        precheck = Precheck::BadAmount;
+    }
+    // Steps 5–6 happen in the ledger; here the PIN becomes its PVV.
+    let pin = match (req.pin_block(), registry.pvk(bank.code_number())) {
+        (Some(block), Some(pvk)) => decode_pin(block, &pan, &t.pin_key)
+            .ok()
+            .map(|p| Pvv(pin_verification_value(pvk, &pan, &p))),
+        _ => None,
+    };
+    let acceptor = Acceptor {
+        kind: t.kind,
+        bank: BankCode(t.bank.code_number()),
+        merchant: t.merchant,
+    };
+    let cmd = match op {
+        Op::Purchase(wallet) => Command::Purchase(Payment {
+            request,
+            wallet,
+            pan: lpan,
+            amount,
+            acceptor,
+            pin,
+            precheck,
+        }),
+        Op::Withdrawal(wallet) => Command::Withdrawal(Payment {
+            request,
+            wallet,
+            pan: lpan,
+            amount,
+            acceptor,
+            pin,
+            precheck,
+        }),
+        Op::Inquiry => Command::BalanceInquiry(Inquiry {
+            request,
+            pan: lpan,
+            acceptor,
+            pin,
+            precheck,
+        }),
+        Op::Unsupported => Command::BalanceInquiry(Inquiry {
+            request,
+            pan: lpan,
+            acceptor,
+            pin,
+            precheck: Precheck::Unsupported,
+        }),
+    };
+    Decision::Submit(issuer, cmd)
 }
 
 /// Fault hook for the test suite, compiled into debug builds only: a
