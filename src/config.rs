@@ -106,6 +106,10 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// A connection with no complete frame for this long is closed.
     pub idle_timeout_ms: u64,
+    /// A new connection whose first complete frame does not arrive within
+    /// this long is closed (the shorter of this and `idle_timeout_ms`
+    /// applies), so silent connections cannot hold the slots of a flood.
+    pub first_frame_timeout_ms: u64,
     /// Most requests in flight on one connection; reading pauses beyond it.
     pub in_flight_per_connection_max: usize,
     /// On SIGINT/SIGTERM, how long in-flight work may take before exit.
@@ -119,6 +123,7 @@ impl Default for ServerConfig {
             framing: Framing::TwoByte,
             connections_max: 10_000,
             idle_timeout_ms: 300_000,
+            first_frame_timeout_ms: 10_000,
             in_flight_per_connection_max: 1024,
             shutdown_grace_ms: 30_000,
         }
@@ -216,6 +221,11 @@ impl Config {
         if s.idle_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "server.idle_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if s.first_frame_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.first_frame_timeout_ms must be at least 1".into(),
             ));
         }
         Ok(())

@@ -654,6 +654,42 @@ async fn idle_connection_is_closed() {
     srv.stop().await;
 }
 
+/// A connection that never completes a first frame is closed after
+/// `first_frame_timeout_ms`, long before the idle timeout; one that has sent
+/// a frame is then held to the idle timeout only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_new_connection_is_closed_after_the_first_frame_timeout() {
+    let srv = start(ServerConfig {
+        idle_timeout_ms: 60_000,
+        first_frame_timeout_ms: 300,
+        ..config()
+    })
+    .await;
+    // Answered first, so its timer is the 60 s idle one from then on.
+    let mut talker = Client::connect(srv.addr).await;
+    assert_eq!(get(&talker.call(&echo("000201")).await, 39), Some("00"));
+    let started = Instant::now();
+    let mut silent = Client::connect(srv.addr).await;
+    // Half a header is not a frame either.
+    let mut partial = Client::connect(srv.addr).await;
+    partial.send_raw(&[0x00]).await;
+    silent.expect_closed().await;
+    partial.expect_closed().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "closed after {waited:?}, before the first-frame timeout"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "closed after {waited:?}: the first-frame timeout was not applied"
+    );
+    // Well past the first-frame timeout, the talker is still served.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&talker.call(&echo("000202")).await, 39), Some("00"));
+    srv.stop().await;
+}
+
 /// Each frame restarts the idle timer: a connection that talks more often
 /// than the timeout is kept open well past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,14 @@ impl<A: Authorizer> Connection<A> {
         let (tx, mut rx) = mpsc::channel::<BytesMut>(in_flight_max);
         let peer = self.peer.clone();
         let idle = Duration::from_millis(self.cfg.idle_timeout_ms);
+        // Until the first complete frame, a shorter wait: a silent
+        // connection holds one of `connections_max` slots for nothing.
+        let first = Duration::from_millis(
+            self.cfg
+                .first_frame_timeout_ms
+                .min(self.cfg.idle_timeout_ms),
+        );
+        let mut framed_yet = false;
         // A client that stops reading its responses cannot hold the
         // connection forever: a write that makes no progress for the idle
         // timeout closes it (and unblocks the reader below).
@@ -82,9 +90,13 @@ impl<A: Authorizer> Connection<A> {
             let next = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = stalled.cancelled() => break,
-                r = tokio::time::timeout(idle, reader.next()) => r,
+                r = tokio::time::timeout(if framed_yet { idle } else { first }, reader.next()) => r,
             };
             let frame = match next {
+                Err(_) if !framed_yet => {
+                    tracing::info!(peer = %self.peer, wait_ms = first.as_millis() as u64, "no complete first frame; closing");
+                    break;
+                }
                 Err(_) => {
                     tracing::info!(peer = %self.peer, idle_ms = self.cfg.idle_timeout_ms, "idle timeout; closing");
                     break;
@@ -94,7 +106,10 @@ impl<A: Authorizer> Connection<A> {
                     tracing::warn!(peer = %self.peer, error = %e, "bad frame; closing connection");
                     break;
                 }
-                Ok(Some(Ok(f))) => f,
+                Ok(Some(Ok(f))) => {
+                    framed_yet = true;
+                    f
+                }
             };
             match handle(&*self.auth, frame, &self.peer).await {
                 Reply::Now(resp) => {
