@@ -104,6 +104,11 @@ pub struct ServerConfig {
     pub framing: Framing,
     /// Most connections served at once; further ones wait in the accept backlog.
     pub connections_max: usize,
+    /// Most new connections accepted per second (0: no limit); a burst of a
+    /// tenth of a second's worth is let through at once. Excess connects wait
+    /// in the kernel's backlog, so a connect-and-close storm cannot take the
+    /// CPU that established terminals need.
+    pub accepts_per_second_max: u32,
     /// A connection with no complete frame for this long is closed.
     pub idle_timeout_ms: u64,
     /// A new connection whose first complete frame does not arrive within
@@ -122,6 +127,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8583".into(),
             framing: Framing::TwoByte,
             connections_max: 10_000,
+            accepts_per_second_max: 2_000,
             idle_timeout_ms: 300_000,
             first_frame_timeout_ms: 10_000,
             in_flight_per_connection_max: 1024,

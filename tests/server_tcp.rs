@@ -654,6 +654,33 @@ async fn idle_connection_is_closed() {
     srv.stop().await;
 }
 
+/// `accepts_per_second_max` spaces new connections out (after a tenth of a
+/// second's burst); every one is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_are_paced() {
+    let srv = start(ServerConfig {
+        accepts_per_second_max: 20, // 50 ms apart, burst of 100 ms = 2
+        ..config()
+    })
+    .await;
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(Client::connect(srv.addr).await);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let stan = format!("{:06}", 300 + i);
+        assert_eq!(get(&c.call(&echo(&stan)).await, 11), Some(stan.as_str()));
+    }
+    let waited = started.elapsed();
+    // 12 accepts: 2 at once, then 10 more at 50 ms each.
+    assert!(
+        waited >= Duration::from_millis(450),
+        "12 connections served in {waited:?}: accepts not paced"
+    );
+    srv.stop().await;
+}
+
 /// A connection that never completes a first frame is closed after
 /// `first_frame_timeout_ms`, long before the idle timeout; one that has sent
 /// a frame is then held to the idle timeout only.

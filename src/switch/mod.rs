@@ -14,7 +14,7 @@ pub use handler::{Authorizer, NoIssuer, Reply};
 
 use crate::config::ServerConfig;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,15 @@ pub async fn serve<A: Authorizer>(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(cfg.connections_max));
     let tracker = TaskTracker::new();
+    let mut pace = AcceptPace::new(cfg.accepts_per_second_max);
     let cfg = Arc::new(cfg);
     loop {
+        if let Some(wait) = pace.wait(Instant::now()) {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             p = limit.clone().acquire_owned() => match p {
@@ -52,6 +59,7 @@ pub async fn serve<A: Authorizer>(
                 }
             },
         };
+        pace.took(Instant::now());
         let _ = stream.set_nodelay(true);
         let conn = connection::Connection {
             cfg: cfg.clone(),
@@ -75,4 +83,83 @@ pub async fn serve<A: Authorizer>(
         );
     }
     Ok(())
+}
+
+/// Accept pacing (`server.accepts_per_second_max`), as a virtual-schedule
+/// limiter: each accepted connection moves the schedule on by one interval;
+/// the schedule may run up to a tenth of a second ahead of the clock (the
+/// burst), and beyond that the accept loop waits.
+#[derive(Debug)]
+struct AcceptPace {
+    interval: Duration,
+    burst: Duration,
+    schedule: Option<Instant>,
+}
+
+impl AcceptPace {
+    fn new(per_second: u32) -> AcceptPace {
+        let interval = if per_second == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1) / per_second
+        };
+        AcceptPace {
+            interval,
+            burst: Duration::from_millis(100).max(interval),
+            schedule: None,
+        }
+    }
+
+    /// How long to wait before the next accept, if at all.
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        let ahead = self.schedule?.checked_duration_since(now)?;
+        ahead.checked_sub(self.burst).filter(|d| !d.is_zero())
+    }
+
+    /// One connection was accepted at `now`.
+    fn took(&mut self, now: Instant) {
+        if self.interval.is_zero() {
+            return;
+        }
+        let from = self.schedule.map_or(now, |s| s.max(now));
+        self.schedule = Some(from + self.interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_lets_a_burst_through_then_spaces_accepts() {
+        let t0 = Instant::now();
+        let mut p = AcceptPace::new(1000); // 1 ms apart, 100 ms burst
+        for _ in 0..100 {
+            assert_eq!(p.wait(t0), None);
+            p.took(t0);
+        }
+        // The schedule is now 100 ms ahead: the next waits.
+        p.took(t0);
+        assert_eq!(p.wait(t0), Some(Duration::from_millis(1)));
+        // Time catching up frees it again.
+        assert_eq!(p.wait(t0 + Duration::from_millis(1)), None);
+        // After a quiet spell the burst is available again.
+        let later = t0 + Duration::from_secs(5);
+        for _ in 0..100 {
+            assert_eq!(p.wait(later), None);
+            p.took(later);
+        }
+        p.took(later);
+        assert!(p.wait(later).is_some());
+    }
+
+    #[test]
+    fn zero_means_unpaced() {
+        let t0 = Instant::now();
+        let mut p = AcceptPace::new(0);
+        for _ in 0..100_000 {
+            p.took(t0);
+        }
+        assert_eq!(p.wait(t0), None);
+    }
 }
