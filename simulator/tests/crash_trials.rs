@@ -5,31 +5,12 @@
 //! PostgreSQL: skipped with a message when no server is reachable outside CI
 //! (neither `CI` nor `KKS_TEST_PG_URL` set), failed under CI.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{kks_switch, sim};
 use std::process::Command;
 
 const TRIALS: u64 = 3;
-
-fn sim() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kks-sim"))
-}
-
-/// `kks-switch` from the same target directory (built here if this crate's
-/// tests run alone).
-fn kks_switch() -> PathBuf {
-    let p = sim().with_file_name("kks-switch");
-    if !p.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "kks-switch", "--bin", "kks-switch"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(st.success(), "building kks-switch failed");
-    }
-    assert!(p.is_file(), "no kks-switch at {}", p.display());
-    p
-}
 
 fn trials(store: &str) {
     let tmp = tempfile::tempdir().unwrap();

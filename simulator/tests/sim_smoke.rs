@@ -9,26 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn sim() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kks-sim"))
-}
+mod common;
 
-/// `kks-switch` from the same target directory (built by `cargo test
-/// --workspace`; built here if this crate's tests run alone).
-fn kks_switch() -> PathBuf {
-    let p = sim().with_file_name("kks-switch");
-    if !p.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "kks-switch", "--bin", "kks-switch"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(st.success(), "building kks-switch failed");
-    }
-    assert!(p.is_file(), "no kks-switch at {}", p.display());
-    p
-}
+use common::{kks_switch, sim};
 
 fn scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
