@@ -1281,8 +1281,8 @@ async fn cash_allowed_rule_set_lets_bpnt_buy_anything_and_be_withdrawn() {
 // ------------------------------------------------------------------ 91
 
 /// The store unavailable: another connection holds SQLite's write lock, so
-/// the group commit fails after the store's 5 s busy timeout and the request
-/// is answered 91 with nothing applied. The connection stays responsive
+/// the group commit fails after the store's busy timeout (`LOCK_WAIT`, 2 s)
+/// and the request is answered 91 with nothing applied. The connection stays responsive
 /// meanwhile, and once the lock is gone the same request is approved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_unavailable_91_then_service_resumes() {
