@@ -13,6 +13,12 @@
 //! The full key is kept in the record and compared on every hit; the rare
 //! keys whose digest collides with another live key go to a small overflow
 //! map keyed by the full key, so a collision can never confuse two requests.
+//!
+//! Disbursement credits outlive the window (their key must never be
+//! forgotten, DESIGN §4): when one reaches the front it moves to `kept`, and
+//! its index slot is repointed there rather than moved to a second map, so a
+//! lookup is still one probe (a second map would cost every new key a second,
+//! unprefetched miss to prove it is not a kept credit).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -22,13 +28,26 @@ use super::state::{KeyOp, KeyRecord};
 use super::table::{ProbeTable, Slot};
 use super::types::RequestKey;
 
+/// Marks a place in `kept` (sequence numbers stay far below it).
+const KEPT: u64 = 1 << 63;
+
+/// Where a key's record is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    /// `records[i]`.
+    Live(usize),
+    /// `kept[i]`.
+    Kept(usize),
+}
+
 /// See the module header.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyStore {
     digest: FastState,
-    /// Slots `(digest, sequence number of the record)`; digests are never 0.
+    /// Slots `(digest, place)`; digests are never 0. A place is a record's
+    /// sequence number, or [`KEPT`] plus an index into `kept`.
     index: ProbeTable,
-    /// Full key → sequence number, for keys whose digest was taken.
+    /// Full key → place, for keys whose digest was taken.
     overflow: FastMap<RequestKey, u64>,
     /// Records in arrival order; `records[i]` has sequence `first + i`.
     records: VecDeque<(RequestKey, KeyRecord)>,
@@ -37,7 +56,6 @@ pub(crate) struct KeyStore {
     /// credit's key is its (program, period, family) and must never be
     /// forgotten, or a re-run payment file would pay twice (DESIGN §4).
     kept: Vec<(RequestKey, KeyRecord)>,
-    kept_index: FastMap<RequestKey, usize>,
     /// Tests only: every key gets the same digest, to exercise `overflow`.
     #[cfg(test)]
     collide_all: bool,
@@ -52,7 +70,6 @@ impl KeyStore {
             records: VecDeque::new(),
             first: 0,
             kept: Vec::new(),
-            kept_index: FastMap::default(),
             #[cfg(test)]
             collide_all: false,
         }
@@ -75,40 +92,47 @@ impl KeyStore {
         self.digest.hash_one(key).max(1)
     }
 
-    fn position(&self, key: &RequestKey) -> Option<usize> {
+    fn place(&self, tagged: u64) -> Place {
+        if tagged & KEPT != 0 {
+            Place::Kept((tagged & !KEPT) as usize)
+        } else {
+            Place::Live((tagged - self.first) as usize)
+        }
+    }
+
+    fn entry(&self, place: Place) -> Option<&(RequestKey, KeyRecord)> {
+        match place {
+            Place::Live(at) => self.records.get(at),
+            Place::Kept(at) => self.kept.get(at),
+        }
+    }
+
+    fn position(&self, key: &RequestKey) -> Option<Place> {
         let digest = self.digest_of(key);
-        if let Some(Slot { b: seq, .. }) = self.index.find(digest, |s| s.a == digest) {
-            let at = (seq - self.first) as usize;
-            if self.records.get(at).is_some_and(|(k, _)| k == key) {
-                return Some(at);
+        if let Some(Slot { b: tagged, .. }) = self.index.find(digest, |s| s.a == digest) {
+            let place = self.place(tagged);
+            if self.entry(place).is_some_and(|(k, _)| k == key) {
+                return Some(place);
             }
         }
         if self.overflow.is_empty() {
             return None;
         }
-        self.overflow
-            .get(key)
-            .map(|&seq| (seq - self.first) as usize)
+        self.overflow.get(key).map(|&tagged| self.place(tagged))
     }
 
     /// The record for `key`.
     pub(crate) fn get(&self, key: &RequestKey) -> Option<&KeyRecord> {
-        match self.position(key) {
-            Some(at) => self.records.get(at).map(|(_, r)| r),
-            None if self.kept.is_empty() => None,
-            None => self.kept_index.get(key).map(|&i| &self.kept[i].1),
-        }
+        self.position(key)
+            .and_then(|place| self.entry(place))
+            .map(|(_, r)| r)
     }
 
     /// The record for `key`, to update in place.
     pub(crate) fn get_mut(&mut self, key: &RequestKey) -> Option<&mut KeyRecord> {
-        match self.position(key) {
-            Some(at) => self.records.get_mut(at).map(|(_, r)| r),
-            None if self.kept.is_empty() => None,
-            None => match self.kept_index.get(key) {
-                Some(&i) => Some(&mut self.kept[i].1),
-                None => None,
-            },
+        match self.position(key)? {
+            Place::Live(at) => self.records.get_mut(at).map(|(_, r)| r),
+            Place::Kept(at) => self.kept.get_mut(at).map(|(_, r)| r),
         }
     }
 
@@ -125,7 +149,7 @@ impl KeyStore {
         if !self.index.insert(digest, slot, |s| s.a == digest, |s| s.a) {
             self.overflow.insert(key, seq);
         }
-        self.records.push_back((key, record));
+        super::huge::push_back(&mut self.records, (key, record));
     }
 
     /// The oldest record.
@@ -138,17 +162,20 @@ impl KeyStore {
         let Some((key, record)) = self.records.pop_front() else {
             return;
         };
-        if record.op == KeyOp::Credit {
-            self.kept_index.insert(key, self.kept.len());
-            self.kept.push((key, record));
-        }
         let seq = self.first;
         self.first += 1;
         let digest = self.digest_of(&key);
-        if !self
-            .index
-            .remove(digest, |s| s.a == digest && s.b == seq, |s| s.a)
-        {
+        let is = |s: &Slot| s.a == digest && s.b == seq;
+        if record.op == KeyOp::Credit {
+            let kept = KEPT | self.kept.len() as u64;
+            super::huge::push(&mut self.kept, (key, record));
+            if !self.index.replace(digest, is, Slot { a: digest, b: kept }) {
+                let moved = self.overflow.insert(key, kept);
+                assert_eq!(moved, Some(seq), "key store index lost a key");
+            }
+            return;
+        }
+        if !self.index.remove(digest, is, |s| s.a) {
             let removed = self.overflow.remove(&key);
             assert_eq!(removed, Some(seq), "key store index lost a key");
         }
@@ -166,25 +193,52 @@ impl KeyStore {
         self.kept.len() + self.records.len()
     }
 
-    /// Brings the index line for `key` (and its record, if stored) into
-    /// cache; see `Ledger::warm`.
-    pub(crate) fn touch(&self, key: &RequestKey) -> u64 {
+    /// Starts loading the memory the next `count` appended records will be
+    /// written to: the ring slots after the newest record, last written a
+    /// retention window ago and so never in cache. (If the ring wraps or
+    /// grows first, the hint is wasted, nothing more.)
+    pub(crate) fn prefetch_appends(&self, count: usize) {
+        let Some(newest) = self.records.back() else {
+            return;
+        };
+        let size = std::mem::size_of::<(RequestKey, KeyRecord)>();
+        let next = (newest as *const (RequestKey, KeyRecord)).cast::<u8>();
+        for offset in (size..size * (count + 1)).step_by(64) {
+            super::table::prefetch_address(next.wrapping_add(offset));
+        }
+    }
+
+    /// Starts loading the index line `key`'s lookup reads first; returns
+    /// the digest for [`KeyStore::prefetch_record`].
+    pub(crate) fn prefetch_slot(&self, key: &RequestKey) -> u64 {
         let digest = self.digest_of(key);
-        match self.index.touch(digest).a {
-            d if d == digest => self.get(key).map_or(0, |r| r.at),
-            d => d,
+        self.index.prefetch(digest);
+        digest
+    }
+
+    /// If the index (already in cache, see [`KeyStore::prefetch_slot`])
+    /// points `digest` at a record, starts loading that record's line.
+    pub(crate) fn prefetch_record(&self, digest: u64) {
+        if let Some(Slot { b: tagged, .. }) = self.index.find(digest, |s| s.a == digest) {
+            if let Some(entry) = self.entry(self.place(tagged)) {
+                super::table::prefetch(entry);
+            }
         }
     }
 
     /// The index covers exactly the records (for `check_invariants`).
     pub(crate) fn index_is_consistent(&self) -> bool {
-        self.kept_index.len() == self.kept.len()
-            && self.index.len() + self.overflow.len() == self.records.len()
+        self.index.len() + self.overflow.len() == self.records.len() + self.kept.len()
             && self
                 .records
                 .iter()
                 .enumerate()
-                .all(|(i, (key, _))| self.position(key) == Some(i))
+                .all(|(i, (key, _))| self.position(key) == Some(Place::Live(i)))
+            && self
+                .kept
+                .iter()
+                .enumerate()
+                .all(|(i, (key, _))| self.position(key) == Some(Place::Kept(i)))
     }
 }
 
@@ -211,9 +265,18 @@ mod tests {
         RequestKey::new(format!("K{n}").as_bytes()).expect("short")
     }
 
+    /// Every 7th key is a disbursement credit, which outlives expiry.
+    fn op(n: u64) -> KeyOp {
+        if n.is_multiple_of(7) {
+            KeyOp::Credit
+        } else {
+            KeyOp::Inquiry
+        }
+    }
+
     fn exercise(mut store: KeyStore) {
         for n in 0..100 {
-            store.insert(key(n), record(n));
+            store.insert(key(n), KeyRecord { op: op(n), ..record(n) });
         }
         assert_eq!(store.len(), 100);
         assert!(store.index_is_consistent());
@@ -228,15 +291,33 @@ mod tests {
             store.pop_front();
         }
         assert!(store.index_is_consistent());
-        assert!(store.get(&key(10)).is_none());
+        // Credits 0, 7, …, 56 are kept; the other expired keys are gone.
+        let kept: Vec<u64> = (0..60).filter(|n| n.is_multiple_of(7)).collect();
+        for n in 0..60 {
+            let found = store.get(&key(n)).map(|r| r.at);
+            assert_eq!(found, kept.contains(&n).then_some(n), "key {n}");
+        }
+        if let Some(r) = store.get_mut(&key(14)) {
+            r.reversed = true;
+        }
+        assert_eq!(store.get(&key(14)).map(|r| r.reversed), Some(true));
         assert_eq!(store.get(&key(70)).map(|r| r.at), Some(70));
         assert_eq!(store.front().map(|(k, _)| *k), Some(key(60)));
         store.insert(key(10), record(200));
         assert_eq!(store.get(&key(10)).map(|r| r.at), Some(200));
         let order: Vec<u64> = store.iter().map(|(_, r)| r.at).collect();
-        assert_eq!(order.len(), 41);
+        assert_eq!(order.len(), kept.len() + 41);
+        assert_eq!(order[..kept.len()], kept[..]);
         assert_eq!(order.last(), Some(&200));
         assert!(store.index_is_consistent());
+        // Expiring everything leaves exactly the credits.
+        for _ in 0..41 {
+            store.pop_front();
+        }
+        assert!(store.index_is_consistent());
+        assert_eq!(store.len(), kept.len() + (60..100).filter(|n| n.is_multiple_of(7)).count());
+        assert!(store.get(&key(98)).is_some());
+        assert!(store.get(&key(99)).is_none());
     }
 
     #[test]

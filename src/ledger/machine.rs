@@ -20,7 +20,7 @@ use super::state::{
     Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, Posted, Wallet, SOURCE_ACCOUNT,
     TREASURY_ACCOUNT,
 };
-use super::table::PanIndex;
+use super::table::{prefetch, PanIndex};
 use super::types::{
     wib_day, AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program,
     Pvv, RequestKey, TerminalKind, SECONDS_PER_DAY,
@@ -71,7 +71,7 @@ impl Books {
             return None;
         }
         let id = AccountId(self.accounts.len() as u32); // < u32::MAX, checked above
-        self.accounts.push(Account { kind, balance: 0 });
+        super::huge::push(&mut self.accounts, Account { kind, balance: 0 });
         fx.accounts_opened.push(id);
         Some(id)
     }
@@ -241,52 +241,46 @@ impl Ledger {
         assert_eq!(self.books.sum, 0, "books out of balance after batch");
     }
 
-    /// Touches the memory the next [`WARM_CHUNK`] commands will need (key
-    /// store slots, PAN slots, cards, their wallet accounts) before executing
-    /// them, in stages: first every key, then every PAN, then every card,
-    /// then every account. Within
-    /// a stage the loads are independent of each other, so the CPU keeps many
-    /// cache misses in flight at once instead of taking them one after the
-    /// other during execution (a random load costs ~130 ns on its own but
-    /// ~15 ns when overlapped, on the project machine). TigerBeetle's prefetch
+    /// Brings the memory the next [`WARM_CHUNK`] commands will need (key
+    /// index slots and records, PAN slots, cards, their wallet accounts)
+    /// into cache before executing them, in stages: start loading every key's
+    /// and PAN's index line; then, as they arrive, start loading the records
+    /// and cards they point at; then the cards' wallet accounts. Each stage
+    /// issues its loads as prefetches ([`prefetch`]), so a chunk's misses
+    /// are all in flight at once and the chunk waits about one memory
+    /// latency per stage instead of one per miss (a random load costs
+    /// ~130 ns on its own on the project machine). TigerBeetle's prefetch
     /// phase, in miniature. Reads only; `scratch` holds the cards found.
-    /// The stages are separate loops so each loop body is short and many
-    /// iterations (so many misses) fit in the CPU's reorder window.
     fn warm(&mut self, batch: &[Command]) {
-        let mut sink = 0u64;
+        let mut digests = [0u64; WARM_CHUNK];
         let mut cards = std::mem::take(&mut self.scratch);
         cards.clear();
-        for command in batch {
+        for (command, digest) in batch.iter().zip(digests.iter_mut()) {
             if let Some(key) = command.key() {
-                sink = sink.wrapping_add(self.keys.touch(key));
+                *digest = self.keys.prefetch_slot(key);
+            }
+            if let Some(pan) = card_pan(command) {
+                self.pans.prefetch(&pan);
             }
         }
-        for command in batch {
-            let pan = match command {
-                Command::Purchase(p) | Command::Withdrawal(p) => p.pan,
-                Command::BalanceInquiry(q) => q.pan,
-                Command::Credit(Credit {
-                    card: CardRef::Pan(pan),
-                    ..
-                }) => *pan,
-                _ => continue,
-            };
-            if let Some(card) = self.pans.get(&pan) {
+        for (command, &digest) in batch.iter().zip(&digests) {
+            if digest != 0 {
+                self.keys.prefetch_record(digest);
+            }
+            if let Some(card) = card_pan(command).and_then(|pan| self.pans.get(&pan)) {
+                // The card's two hot cache lines (see `Card`).
+                let c = &self.cards[card.0 as usize];
+                prefetch(c);
+                prefetch(&c.wallets);
                 cards.push(card);
             }
         }
-        // The card's two hot cache lines (see `Card`).
+        self.keys.prefetch_appends(batch.len());
         for &card in &cards {
-            let c = &self.cards[card.0 as usize];
-            sink = sink.wrapping_add(c.day).wrapping_add(c.wallets[1].consumed);
-        }
-        for &card in &cards {
-            let c = &self.cards[card.0 as usize];
-            for wallet in &c.wallets {
-                sink = sink.wrapping_add(self.books.balance(wallet.account) as u64);
+            for wallet in &self.cards[card.0 as usize].wallets {
+                prefetch(&self.books.accounts[wallet.account.0 as usize]);
             }
         }
-        std::hint::black_box(sink);
         self.scratch = cards;
     }
 
@@ -814,7 +808,7 @@ impl Ledger {
             },
             fx,
         )?;
-        self.cards.push(Card {
+        super::huge::push(&mut self.cards, Card {
             pan,
             family,
             status,
@@ -1198,6 +1192,19 @@ fn forget_spent_lots(wallet: &Wallet, lots: &mut Lots, as_of: u64, forget_after:
     lots.floor_arrived_at = newest.arrived_at;
     lots.lots.drain(..spent);
     true
+}
+
+/// The card a card command names by PAN, for `Ledger::warm`.
+fn card_pan(command: &Command) -> Option<Pan> {
+    match command {
+        Command::Purchase(p) | Command::Withdrawal(p) => Some(p.pan),
+        Command::BalanceInquiry(q) => Some(q.pan),
+        Command::Credit(Credit {
+            card: CardRef::Pan(pan),
+            ..
+        }) => Some(*pan),
+        _ => None,
+    }
 }
 
 fn span(start: usize, end: usize) -> Span {

@@ -73,6 +73,7 @@ mod codes;
 mod command;
 mod config;
 mod hash;
+mod huge;
 mod keys;
 mod machine;
 mod outcome;

@@ -100,6 +100,7 @@ impl Ledger {
             return broken("too many accounts or cards".into());
         }
         let mut ledger = Ledger::new(config);
+        super::huge::advise_vec(&accounts);
         ledger.books = Books::new(accounts, counters.postings);
         ledger.now = counters.now;
         ledger.approvals = counters.approvals;
@@ -132,6 +133,7 @@ impl Ledger {
             // A family's latest card, as opening and replacing leave it.
             ledger.families.insert(card.family, id);
         }
+        super::huge::advise_vec(&cards);
         ledger.cards = cards;
         for (key, record) in keys {
             if ledger.keys.get(&key).is_some() {

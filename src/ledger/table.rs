@@ -8,7 +8,7 @@
 //! advance. Here a slot is 16 bytes with the whole key in it, the table is
 //! at most half full and probed linearly, so a lookup or an insert almost
 //! always touches only the home slot's cache line, which `Ledger::warm`
-//! loads ahead of time ([`ProbeTable::touch`]). Removal shifts later
+//! starts loading ahead of time ([`ProbeTable::prefetch`]). Removal shifts later
 //! entries back (no tombstones), which suits the key store's sliding window.
 //!
 //! The caller supplies the slot's meaning: a slot is `(a, b)` with `(0, 0)`
@@ -20,6 +20,35 @@ use std::hash::BuildHasher;
 
 use super::hash::FastState;
 use super::types::{CardId, Pan};
+
+/// Asks the CPU to start loading the cache line holding `value`, and goes
+/// on at once.
+///
+/// Why an instruction rather than a plain read: a read that misses holds its
+/// place in the CPU's reorder window until the line arrives, so a loop of
+/// reads stalls once the window is full of them (about ten misses in flight
+/// on the project machine); a prefetch retires at once and the miss is
+/// tracked by the cache's own fill buffers, so `Ledger::warm` can put a whole
+/// chunk's misses in flight and wait for them once.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    prefetch_address((value as *const T).cast::<u8>());
+}
+
+/// [`prefetch`] by address (never dereferenced, so any address will do).
+#[inline(always)]
+pub(crate) fn prefetch_address(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetch` is a hint with no architectural effect (it cannot
+    // fault, even on a bad address, and changes no memory), and SSE, the
+    // only feature it needs, is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
 
 /// Smallest table, in slots.
 pub(crate) const SLOTS_MIN: usize = 1024;
@@ -47,7 +76,7 @@ pub(crate) struct ProbeTable {
 impl ProbeTable {
     pub(crate) fn new() -> ProbeTable {
         ProbeTable {
-            slots: vec![Slot::default(); SLOTS_MIN],
+            slots: empty_slots(SLOTS_MIN),
             len: 0,
         }
     }
@@ -66,9 +95,10 @@ impl ProbeTable {
         (hash as usize) & self.mask()
     }
 
-    /// Reads the home slot of `hash`, bringing its line into cache.
-    pub(crate) fn touch(&self, hash: u64) -> Slot {
-        self.slots[self.home(hash)]
+    /// Starts loading the home slot's line of `hash` without waiting for it
+    /// (see [`prefetch`]).
+    pub(crate) fn prefetch(&self, hash: u64) {
+        prefetch(&self.slots[self.home(hash)]);
     }
 
     /// The slot `is` recognises, probing from `hash`'s home.
@@ -121,6 +151,25 @@ impl ProbeTable {
         }
     }
 
+    /// Overwrites the slot `is` recognises (probing from `hash`'s home)
+    /// with `new`, which must have the same hash; `false` if there is none.
+    pub(crate) fn replace(&mut self, hash: u64, is: impl Fn(&Slot) -> bool, new: Slot) -> bool {
+        assert!(!new.is_empty(), "the empty slot cannot be stored");
+        let mask = self.mask();
+        let mut i = self.home(hash);
+        loop {
+            let slot = self.slots[i];
+            if slot.is_empty() {
+                return false;
+            }
+            if is(&slot) {
+                self.slots[i] = new;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// Removes the slot `is` recognises, probing from `hash`'s home;
     /// `false` if there is none.
     pub(crate) fn remove(
@@ -163,7 +212,7 @@ impl ProbeTable {
     }
 
     fn grow(&mut self, hash_of: &impl Fn(&Slot) -> u64) {
-        let doubled = vec![Slot::default(); self.slots.len() * 2];
+        let doubled = empty_slots(self.slots.len() * 2);
         let old = std::mem::replace(&mut self.slots, doubled);
         let mask = self.mask();
         for slot in old.into_iter().filter(|s| !s.is_empty()) {
@@ -174,6 +223,13 @@ impl ProbeTable {
             self.slots[i] = slot;
         }
     }
+}
+
+/// `n` empty slots in huge-page-advised memory (see `huge.rs`).
+fn empty_slots(n: usize) -> Vec<Slot> {
+    let slots = vec![Slot::default(); n];
+    super::huge::advise_vec(&slots);
+    slots
 }
 
 /// PAN → card, on a [`ProbeTable`]: slot `a` is the PAN's numeric value,
@@ -198,6 +254,11 @@ impl PanIndex {
 
     fn is(pan: Pan) -> impl Fn(&Slot) -> bool {
         move |s: &Slot| s.a == pan.value() && (s.b >> 32) == u64::from(pan.digits())
+    }
+
+    /// Starts loading the line `get(pan)` will read first.
+    pub(crate) fn prefetch(&self, pan: &Pan) {
+        self.table.prefetch(self.hash(pan));
     }
 
     /// The card with this PAN.
