@@ -292,7 +292,7 @@ mod tests {
         }
         assert!(store.index_is_consistent());
         // Credits 0, 7, …, 56 are kept; the other expired keys are gone.
-        let kept: Vec<u64> = (0..60).filter(|n| n.is_multiple_of(7)).collect();
+        let kept: Vec<u64> = (0..60u64).filter(|n| n.is_multiple_of(7)).collect();
         for n in 0..60 {
             let found = store.get(&key(n)).map(|r| r.at);
             assert_eq!(found, kept.contains(&n).then_some(n), "key {n}");
@@ -315,7 +315,7 @@ mod tests {
             store.pop_front();
         }
         assert!(store.index_is_consistent());
-        assert_eq!(store.len(), kept.len() + (60..100).filter(|n| n.is_multiple_of(7)).count());
+        assert_eq!(store.len(), kept.len() + (60..100u64).filter(|n| n.is_multiple_of(7)).count());
         assert!(store.get(&key(98)).is_some());
         assert!(store.get(&key(99)).is_none());
     }
