@@ -25,7 +25,7 @@ use kks_switch::ledger::{
 };
 use kks_switch::pan::Bank;
 use kks_switch::shard::{recover, Done, ShardConfig, Shards};
-use kks_switch::storage::{Store, StoredPosting};
+use kks_switch::storage::{packed, PostingRow, Store, StoredPosting};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -294,6 +294,89 @@ async fn unique_posting(store: &Store, bank: u16, kinds: &[PostingKind]) -> Stor
         }
     }
     panic!("bank {bank}: no uniquely named {kinds:?} posting");
+}
+
+/// SQLite packs a batch's postings into its journal row: rewrites the blob
+/// of `p`'s batch with `change` applied to `p`'s entry (`None` drops it).
+/// Returns how many postings were changed (0 if `p` was not found).
+async fn tamper_packed(
+    store: &Store,
+    bank: u16,
+    p: &StoredPosting,
+    change: impl FnOnce(PostingRow) -> Option<PostingRow>,
+) -> u64 {
+    let Store::Sqlite(pool) = store else {
+        panic!("packed postings are SQLite's");
+    };
+    let blob: Vec<u8> =
+        sqlx::query_scalar("SELECT postings FROM ledger_batches WHERE bank = ? AND batch = ?")
+            .bind(i64::from(bank))
+            .bind(p.batch as i64)
+            .fetch_one(pool)
+            .await
+            .expect("batch row");
+    let mut rows = packed::decode(&blob).expect("blob decodes");
+    let Some(at) = rows.iter().position(|r| r.id == p.id) else {
+        return 0;
+    };
+    match change(rows[at]) {
+        Some(changed) => rows[at] = changed,
+        None => {
+            rows.remove(at);
+        }
+    }
+    sqlx::query("UPDATE ledger_batches SET postings = ? WHERE bank = ? AND batch = ?")
+        .bind(packed::encode(&rows))
+        .bind(i64::from(bank))
+        .bind(p.batch as i64)
+        .execute(pool)
+        .await
+        .expect("rewrite blob")
+        .rows_affected()
+}
+
+/// Adds `delta` to one stored posting's amount, in whatever form the store
+/// keeps it; returns how many postings changed.
+async fn shift_amount(store: &Store, bank: u16, p: &StoredPosting, delta: i64) -> u64 {
+    if matches!(store, Store::Sqlite(_)) {
+        return tamper_packed(store, bank, p, |r| {
+            Some(PostingRow {
+                amount: r.amount.wrapping_add_signed(delta),
+                ..r
+            })
+        })
+        .await;
+    }
+    let target = posting_where(store, bank, p).await;
+    raw_exec(
+        store,
+        &format!("UPDATE ledger_postings SET amount = amount + ({delta}) WHERE {target}"),
+    )
+    .await
+}
+
+/// Removes one stored posting; returns how many were removed.
+async fn remove_posting(store: &Store, bank: u16, p: &StoredPosting) -> u64 {
+    if matches!(store, Store::Sqlite(_)) {
+        return tamper_packed(store, bank, p, |_| None).await;
+    }
+    let target = posting_where(store, bank, p).await;
+    raw_exec(store, &format!("DELETE FROM ledger_postings WHERE {target}")).await
+}
+
+/// A posting of `kind` in `bank` that the tampering helpers can name alone:
+/// on SQLite any (a posting id is unique in its bank), on PostgreSQL one
+/// [`posting_where`] names uniquely.
+async fn tamper_target(store: &Store, bank: u16, kinds: &[PostingKind]) -> StoredPosting {
+    if matches!(store, Store::Sqlite(_)) {
+        let all = store.postings_from(bank, 0).await.expect("postings");
+        return *all
+            .iter()
+            .rev()
+            .find(|p| kinds.iter().any(|&k| p.kind == k as i16))
+            .unwrap_or_else(|| panic!("bank {bank}: no {kinds:?} posting"));
+    }
+    unique_posting(store, bank, kinds).await
 }
 
 /// `kks-switch --db URL audit`.
@@ -795,15 +878,10 @@ async fn audit_detects_tampering(backend: Backend) {
     assert_eq!(code, Some(0), "CLI audit of a clean store:\n{out}\n{err}");
     assert!(out.contains("audit clean"), "{out}");
 
-    // The row of BRI's first purchase posting, named by the columns the
-    // store reports (the table's key layout is the store's business).
-    let first = unique_posting(&store, 2, &[PostingKind::Purchase]).await;
-    let target = posting_where(&store, 2, &first).await;
-    let n = raw_exec(
-        &store,
-        &format!("UPDATE ledger_postings SET amount = amount + 100 WHERE {target}"),
-    )
-    .await;
+    // BRI's latest purchase posting, named by the columns the store
+    // reports (how the store keeps it is the store's business).
+    let first = tamper_target(&store, 2, &[PostingKind::Purchase]).await;
+    let n = shift_amount(&store, 2, &first, 100).await;
     assert_eq!(n, 1, "tampering touched {n} rows");
     let r = run_audit(&store).await;
     assert!(!r.ok(), "audit missed a changed posting amount");
@@ -820,28 +898,18 @@ async fn audit_detects_tampering(backend: Backend) {
     );
     assert!(out.contains("VIOLATION bank 002"), "{out}");
 
-    // Undone: clean again (so the violation was that row).
+    // Undone: clean again (so the violation was that posting).
     let tampered = StoredPosting {
         amount: first.amount + 100,
         ..first
     };
-    let target = posting_where(&store, 2, &tampered).await;
-    let n = raw_exec(
-        &store,
-        &format!("UPDATE ledger_postings SET amount = amount - 100 WHERE {target}"),
-    )
-    .await;
+    let n = shift_amount(&store, 2, &tampered, -100).await;
     assert_eq!(n, 1);
     audit_clean(&store, "after undoing the change").await;
 
-    // A posting row removed (a Mandiri payment).
-    let gone = unique_posting(&store, 8, &[PostingKind::Withdrawal, PostingKind::Purchase]).await;
-    let target = posting_where(&store, 8, &gone).await;
-    let n = raw_exec(
-        &store,
-        &format!("DELETE FROM ledger_postings WHERE {target}"),
-    )
-    .await;
+    // A posting removed (a Mandiri payment).
+    let gone = tamper_target(&store, 8, &[PostingKind::Withdrawal, PostingKind::Purchase]).await;
+    let n = remove_posting(&store, 8, &gone).await;
     assert_eq!(n, 1, "deleting touched {n} rows");
     let r = run_audit(&store).await;
     assert!(!r.ok(), "audit missed a deleted posting");

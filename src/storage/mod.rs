@@ -18,15 +18,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
-use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
 mod population;
+pub mod packed;
 pub use population::FamilyRow;
-
-/// Rows per multi-row INSERT on SQLite (7 integers a row).
-const SQLITE_ROWS_PER_INSERT: usize = 2000;
 
 /// SQLite keys postings by `bank << 40 | id` (the rowid): 2^40 postings per
 /// bank is far beyond any run.
@@ -71,6 +68,35 @@ fn pg_copy_postings(group: &[JournalBatch]) -> Vec<u8> {
     }
     out.extend_from_slice(&(-1i16).to_be_bytes());
     out
+}
+
+/// SQLite: the packed postings of every batch with sequence number ≥
+/// `from_batch` (of one bank, or all), as (bank, batch, postings) in bank and
+/// batch order. A blob that does not decode is an error naming its batch.
+async fn sqlite_packed(
+    pool: &SqlitePool,
+    bank: Option<u16>,
+    from_batch: u64,
+) -> Result<Vec<(u16, u64, Vec<PostingRow>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT bank, batch, postings FROM ledger_batches \
+         WHERE postings IS NOT NULL AND (?1 IS NULL OR bank = ?1) AND batch >= ?2 \
+         ORDER BY bank, batch",
+    )
+    .bind(bank.map(i64::from))
+    .bind(from_batch as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let bank = r.get::<i64, _>(0) as u16;
+            let batch = r.get::<i64, _>(1) as u64;
+            let blob: Vec<u8> = r.get(2);
+            packed::decode(&blob)
+                .map(|postings| (bank, batch, postings))
+                .map_err(|why| StoreError::Corrupt { bank, batch, why })
+        })
+        .collect()
 }
 
 fn sqlite_key(bank: u16, id: u64) -> i64 {
@@ -172,6 +198,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("journal: bank {bank} batch {batch}: {why}")]
+    Corrupt { bank: u16, batch: u64, why: String },
 }
 
 /// A connected, migrated store.
@@ -236,12 +264,13 @@ impl Store {
     async fn append_inner(&self, group: &[JournalBatch]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                // All batch rows in one statement (their command blobs bound).
-                let mut sql = String::with_capacity(64 * SQLITE_ROWS_PER_INSERT);
-                sql.push_str("INSERT INTO ledger_batches (bank, batch, ts, commands) VALUES ");
+                // All batch rows in one statement: commands and postings
+                // (packed, see `packed.rs`) are two bound blobs per batch.
+                let packed: Vec<Vec<u8>> = group.iter().map(|b| packed::encode(&b.postings)).collect();
+                let mut sql = String::with_capacity(96 + 12 * group.len());
+                sql.push_str("INSERT INTO ledger_batches (bank, batch, ts, commands, postings) VALUES ");
                 for bi in 0..group.len() {
-                    sql.push_str(if bi == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+                    sql.push_str(if bi == 0 { "(?,?,?,?,?)" } else { ",(?,?,?,?,?)" });
                 }
                 let mut q = sqlx::query(&sql);
                 for bi in 0..group.len() {
@@ -250,51 +279,12 @@ impl Store {
                         .bind(b.bank as i64)
                         .bind(b.batch as i64)
                         .bind(b.ts as i64)
-                        .bind(&b.commands[..]);
+                        .bind(&b.commands[..])
+                        .bind(&packed[bi][..]);
                 }
+                let mut tx = pool.begin().await?;
                 if !group.is_empty() {
                     q.persistent(false).execute(&mut *tx).await?;
-                }
-                // Postings of every batch, in multi-row statements of
-                // integer literals: one parse per chunk, no statement-cache churn.
-                let mut rows = 0usize;
-                sql.clear();
-                for bi in 0..group.len() {
-                    let b = &group[bi];
-                    for pi in 0..b.postings.len() {
-                        let p = &b.postings[pi];
-                        if rows == 0 {
-                            sql.clear();
-                            sql.push_str("INSERT INTO ledger_postings (key, batch, cmd, debit, credit, amount, kind) VALUES ");
-                        } else {
-                            sql.push(',');
-                        }
-                        let _ = write!(
-                            sql,
-                            "({},{},{},{},{},{},{})",
-                            sqlite_key(b.bank, p.id),
-                            b.batch,
-                            p.cmd,
-                            p.debit,
-                            p.credit,
-                            p.amount,
-                            p.kind
-                        );
-                        rows += 1;
-                        if rows == SQLITE_ROWS_PER_INSERT {
-                            sqlx::query(&sql)
-                                .persistent(false)
-                                .execute(&mut *tx)
-                                .await?;
-                            rows = 0;
-                        }
-                    }
-                }
-                if rows > 0 {
-                    sqlx::query(&sql)
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -458,23 +448,32 @@ impl Store {
     /// credits − debits). Used by `audit` to re-derive balances.
     pub async fn derived_balances(&self) -> Result<Vec<(u16, u64, i128)>, StoreError> {
         let rows = match self {
-            Store::Sqlite(pool) => sqlx::query(
-                "SELECT bank, account, SUM(delta) FROM ( \
-                   SELECT key >> 40 AS bank, credit AS account, amount AS delta FROM ledger_postings \
-                   UNION ALL SELECT key >> 40 AS bank, debit AS account, -amount AS delta FROM ledger_postings \
-                 ) t GROUP BY bank, account ORDER BY bank, account",
-            )
+            Store::Sqlite(pool) => {
+                // Rows written before postings were packed, then the blobs.
+                let mut sums: std::collections::BTreeMap<(u16, u64), i128> = sqlx::query(
+                    "SELECT bank, account, SUM(delta) FROM ( \
+                       SELECT key >> 40 AS bank, credit AS account, amount AS delta FROM ledger_postings \
+                       UNION ALL SELECT key >> 40 AS bank, debit AS account, -amount AS delta FROM ledger_postings \
+                     ) t GROUP BY bank, account",
+                )
                 .fetch_all(pool)
                 .await?
                 .into_iter()
                 .map(|r| {
                     (
-                        r.get::<i64, _>(0) as u16,
-                        r.get::<i64, _>(1) as u64,
+                        (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64),
                         r.get::<i64, _>(2) as i128,
                     )
                 })
-                .collect(),
+                .collect();
+                for (bank, _, postings) in sqlite_packed(pool, None, 0).await? {
+                    for p in postings {
+                        *sums.entry((bank, p.credit)).or_default() += i128::from(p.amount);
+                        *sums.entry((bank, p.debit)).or_default() -= i128::from(p.amount);
+                    }
+                }
+                sums.into_iter().map(|((b, a), s)| (b, a, s)).collect()
+            }
             Store::Postgres(pool) => {
                 const PG: &str = "SELECT bank, account, SUM(delta)::text FROM ( \
                      SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
@@ -501,12 +500,30 @@ impl Store {
     /// Posting count and the highest posting id + 1 per bank (gapless check).
     pub async fn posting_counts(&self) -> Result<Vec<(u16, u64, u64)>, StoreError> {
         let rows = match self {
-            Store::Sqlite(pool) => sqlx::query("SELECT key >> 40, COUNT(*), COALESCE(MAX(key & 1099511627775) + 1, 0) FROM ledger_postings GROUP BY key >> 40 ORDER BY 1")
+            Store::Sqlite(pool) => {
+                let mut counts: std::collections::BTreeMap<u16, (u64, u64)> = sqlx::query(
+                    "SELECT key >> 40, COUNT(*), COALESCE(MAX(key & 1099511627775) + 1, 0) \
+                     FROM ledger_postings GROUP BY key >> 40",
+                )
                 .fetch_all(pool)
                 .await?
                 .into_iter()
-                .map(|r| (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
-                .collect(),
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0) as u16,
+                        (r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64),
+                    )
+                })
+                .collect();
+                for (bank, _, postings) in sqlite_packed(pool, None, 0).await? {
+                    let (count, next) = counts.entry(bank).or_default();
+                    *count += postings.len() as u64;
+                    if let Some(last) = postings.last() {
+                        *next = (*next).max(last.id + 1);
+                    }
+                }
+                counts.into_iter().map(|(b, (c, n))| (b, c, n)).collect()
+            }
             Store::Postgres(pool) => sqlx::query("SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank ORDER BY bank")
                 .fetch_all(pool)
                 .await?
@@ -525,7 +542,7 @@ impl Store {
     ) -> Result<Vec<StoredPosting>, StoreError> {
         let rows = match self {
             Store::Sqlite(pool) => {
-                sqlx::query(
+                let mut rows: Vec<StoredPosting> = sqlx::query(
                     "SELECT batch, key & 1099511627775, cmd, debit, credit, amount, kind FROM ledger_postings \
                      WHERE key >= ? AND key < ? AND batch >= ? ORDER BY key",
                 )
@@ -544,7 +561,20 @@ impl Store {
                         amount: r.get::<i64, _>(5) as u64,
                         kind: r.get::<i64, _>(6) as i16,
                     })
-                    .collect()
+                    .collect();
+                for (_, batch, postings) in sqlite_packed(pool, Some(bank), from_batch).await? {
+                    rows.extend(postings.into_iter().map(|p| StoredPosting {
+                        batch,
+                        id: p.id,
+                        cmd: p.cmd,
+                        debit: p.debit,
+                        credit: p.credit,
+                        amount: p.amount,
+                        kind: p.kind,
+                    }));
+                }
+                rows.sort_by_key(|p| p.id);
+                rows
             }
             Store::Postgres(pool) => sqlx::query(
                 "SELECT batch, id, cmd, debit, credit, amount, kind FROM ledger_postings \
