@@ -43,7 +43,10 @@ pub struct ShardConfig {
     pub queue_timeout_ms: u64,
     /// Batches between checkpoints of a bank's ledger (also on shutdown).
     pub checkpoint_every_batches: u64,
-    /// Commands between checkpoints: bounds what start-up replays.
+    /// Commands between checkpoints: bounds what start-up replays. A bank
+    /// whose state (accounts and idempotency keys) has more records than
+    /// this waits for that many commands instead, so a checkpoint never
+    /// costs more than about one record per command since the last.
     pub checkpoint_every_commands: u64,
     /// Batches the committer may hold before shards wait on it.
     pub commit_queue_max: usize,
@@ -531,6 +534,7 @@ impl Shard {
             }
             effects.clear();
             ledger.apply(&cmds, ts, &mut effects);
+            let state_records = ledger.accounts().len() as u64 + ledger.keys_len() as u64;
             let record = JournalBatch {
                 bank: self.bank,
                 batch: effects.batch,
@@ -580,8 +584,15 @@ impl Shard {
             }
             self.since_checkpoint += 1;
             self.commands_since_checkpoint += cmds.len() as u64;
+            // A checkpoint writes the whole state, so one every N commands
+            // costs (state ÷ N) per command, which grows without bound with
+            // the bank. Waiting until at least as many commands as the state
+            // has records keeps that cost at most about one record written
+            // per command, and replaying what came after a checkpoint then
+            // costs no more than loading it did.
             if self.since_checkpoint >= self.cfg.checkpoint_every_batches
-                || self.commands_since_checkpoint >= self.cfg.checkpoint_every_commands
+                || self.commands_since_checkpoint
+                    >= self.cfg.checkpoint_every_commands.max(state_records)
             {
                 self.checkpoint(false).await;
             }

