@@ -100,9 +100,9 @@ mod tests {
         PostingRow {
             id,
             cmd: (id % 1024) as u32,
-            debit: id * 3 + 2,
+            debit: id.wrapping_mul(3).wrapping_add(2),
             credit: u64::MAX - id,
-            amount: 1_500_000 + id,
+            amount: id.wrapping_add(1_500_000),
             kind,
         }
     }
