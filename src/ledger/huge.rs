@@ -1,26 +1,32 @@
-//! Transparent huge pages for the ledger's big tables.
+//! Transparent huge pages for the ledger's big tables: off unless the
+//! environment says `KKS_HUGE_PAGES=on`.
 //!
-//! Why: the cards, the accounts, the two indexes and the key records are
-//! read at random, and at national scale they are gigabytes. With 4 KiB
-//! pages nearly every random read also misses the TLB and waits for a page
-//! walk, and the CPU walks only a couple of pages at a time, which caps how
-//! many of `Ledger::warm`'s prefetches are really in flight. Backed by
-//! 2 MiB pages the same tables need 512 times fewer TLB entries
-//! (`cargo bench --bench ledger`, see README's Speed table for the figures
-//! with and without; `KKS_HUGE_PAGES=off` turns the advice off).
+//! Why they can help: the cards, the accounts, the two indexes and the key
+//! records are read at random, and at national scale they are gigabytes.
+//! With 4 KiB pages nearly every random read also misses the TLB and waits
+//! for a page walk, and the CPU walks only a couple of pages at a time,
+//! which caps how many of `Ledger::warm`'s prefetches are really in flight;
+//! 2 MiB pages need 512 times fewer TLB entries. `cargo bench --bench
+//! ledger` gains about a fifth with them (README's Speed table).
 //!
-//! Linux backs memory with huge pages only where a program asks for it
-//! (`transparent_hugepage/enabled` is `madvise` on most distributions), so
-//! whenever one of the big vectors grows (or is restored from a
-//! checkpoint) these helpers advise its memory with `MADV_HUGEPAGE`: the
-//! part not written yet gets huge pages as it is first touched, the part
-//! already written when the kernel's background scan reaches it. Growth
-//! itself stays `realloc`'s: growing by copying into fresh advised memory
-//! measured slower, and asking for an immediate rebuild (`MADV_COLLAPSE`)
-//! copies the whole table at every doubling (a tenth of the bulk drill's
-//! CPU in a profile) for no gain in the ledger bench. Elsewhere, and where
-//! the kernel declines, these are plain vectors: the advice is a hint and
-//! failure is harmless.
+//! Why they are off by default: Linux backs memory with huge pages only
+//! where a program asks (`transparent_hugepage/enabled` is `madvise` on
+//! most distributions), and with the usual `defrag` setting it then finds
+//! each 2 MiB page at fault time, compacting memory if it must, on the
+//! thread that touched it. The durable bulk drill, whose key store grows
+//! all the time, lost 10–17% to that in back-to-back runs. So this is for
+//! deployments whose tables have reached their size, or whose kernel
+//! defers defragmentation.
+//!
+//! When on, whenever one of the big vectors grows (or is restored from a
+//! checkpoint) its memory is advised with `MADV_HUGEPAGE`, so the part not
+//! written yet gets huge pages as it is first touched, and the part already
+//! written is rebuilt as huge pages now (`MADV_COLLAPSE`; left to the
+//! kernel's background scan it stayed on small pages for the whole ledger
+//! bench). Growth itself stays `realloc`'s: growing by copying into fresh
+//! advised memory measured slower. Elsewhere, and where the kernel
+//! declines, these are plain vectors: the advice is a hint and failure is
+//! harmless.
 
 use std::collections::VecDeque;
 
@@ -35,7 +41,8 @@ pub(crate) fn advise_vec<T>(v: &Vec<T>) {
 
 /// Pushes `item`, and advises the vector's memory whenever the push grew
 /// it. Growth stays `realloc`'s (which moves a large block by remapping,
-/// not copying).
+/// not copying); the collapse then rebuilds the moved part, once per
+/// doubling.
 pub(crate) fn push<T>(v: &mut Vec<T>, item: T) {
     let capacity = v.capacity();
     v.push(item);
@@ -56,11 +63,11 @@ pub(crate) fn push_back<T>(q: &mut VecDeque<T>, item: T) {
     }
 }
 
-/// Off when the environment says `KKS_HUGE_PAGES=off` (to measure what the
-/// advice is worth, or on a kernel where it misbehaves).
+/// On when the environment says `KKS_HUGE_PAGES=on` (see the module
+/// header for why not by default).
 fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("KKS_HUGE_PAGES").is_none_or(|v| v != "off"))
+    *ENABLED.get_or_init(|| std::env::var_os("KKS_HUGE_PAGES").is_some_and(|v| v == "on"))
 }
 
 /// Asks the kernel to back the whole 2 MiB pages inside `capacity` items
@@ -82,7 +89,10 @@ fn advise<T>(start: *const T, capacity: usize) {
     // mapping, so no Rust reference can observe it. The result is ignored:
     // a refusal leaves ordinary pages, which are correct, only slower.
     unsafe {
-        libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+        let range = (first as *mut libc::c_void, end - first);
+        libc::madvise(range.0, range.1, libc::MADV_HUGEPAGE);
+        // Linux ≥ 6.1; older kernels refuse, which is harmless.
+        libc::madvise(range.0, range.1, libc::MADV_COLLAPSE);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (first, end);

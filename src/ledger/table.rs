@@ -225,7 +225,8 @@ impl ProbeTable {
     }
 }
 
-/// `n` empty slots in huge-page-advised memory (see `huge.rs`).
+/// `n` empty slots, their memory advised for huge pages when those are on
+/// (see `huge.rs`).
 fn empty_slots(n: usize) -> Vec<Slot> {
     let slots = vec![Slot::default(); n];
     super::huge::advise_vec(&slots);
