@@ -61,13 +61,16 @@
 //!
 //! With a bank's cards and keys far larger than the CPU caches, a purchase
 //! is bound by cache misses, not instructions (`benches/ledger.rs`). So: the
-//! hot-path indexes (PAN → card, key digest → record) are open-addressing
-//! tables with 16-byte slots (`table.rs`); key records are appended in
-//! arrival order (`keys.rs`); a card's hot fields sit in its first two cache
-//! lines ([`Card`]); hashing is a seeded folded multiply (`hash.rs`); and
-//! `apply` first touches what the next few commands need so the misses
-//! overlap (`Ledger::warm`). A purchase allocates nothing once the tables
-//! and the [`Effects`] vectors have grown.
+//! hot-path indexes (PAN → card, key digest → record, kept disbursement
+//! credits included) are open-addressing tables with 16-byte slots
+//! (`table.rs`); key records are appended in arrival order (`keys.rs`); a
+//! card's hot fields sit in its first two cache lines ([`Card`]); hashing
+//! is a seeded folded multiply (`hash.rs`); and `apply` first prefetches
+//! what the next chunk of commands needs (index slots, records, cards,
+//! accounts, and the slots the new key records will be written to), stage
+//! by stage, so the misses overlap (`Ledger::warm`). The big tables can be
+//! backed by huge pages (`huge.rs`, opt-in). A purchase allocates nothing
+//! once the tables and the [`Effects`] vectors have grown.
 
 mod codes;
 mod command;
