@@ -69,7 +69,40 @@ impl Report {
 }
 
 /// Run every check on `store` for `banks`. `with_cards` fills per-card figures.
+///
+/// The checks read the store in several queries, so a batch committed
+/// between two of them (by a running server, or by the transaction of a
+/// process that was killed after sending its COMMIT, which the database
+/// may still finish) would make them disagree. So the journal's head is
+/// read before and after: if it moved, the audit runs again, up to
+/// [`AUDIT_ATTEMPTS`] times, and then fails rather than report what may be
+/// a false violation.
 pub async fn audit(
+    store: &Store,
+    configs: &[LedgerConfig],
+    with_cards: bool,
+) -> Result<Report, crate::shard::ShardError> {
+    let mut last_heads = Vec::new();
+    for _ in 0..AUDIT_ATTEMPTS {
+        let before = store.journal_heads().await?;
+        let report = audit_once(store, configs, with_cards).await?;
+        let after = store.journal_heads().await?;
+        if before == after {
+            return Ok(report);
+        }
+        last_heads = after;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(crate::shard::ShardError::Changing(format!(
+        "the journal kept growing during {AUDIT_ATTEMPTS} audits (heads now {last_heads:?}); \
+         stop the server or audit a copy"
+    )))
+}
+
+/// Audits tried before giving up on a store that keeps changing.
+pub const AUDIT_ATTEMPTS: usize = 5;
+
+async fn audit_once(
     store: &Store,
     configs: &[LedgerConfig],
     with_cards: bool,

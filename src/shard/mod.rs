@@ -158,6 +158,8 @@ pub enum ShardError {
     Store(#[from] StoreError),
     #[error("bank {bank}: stored journal cannot be read: {reason}")]
     Corrupt { bank: u16, reason: String },
+    #[error("store changed while it was read: {0}")]
+    Changing(String),
 }
 
 /// Encode a batch's commands for the journal.

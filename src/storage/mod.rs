@@ -407,6 +407,30 @@ impl Store {
         }))
     }
 
+    /// Each bank's newest journaled batch and the journal's batch count, to
+    /// tell whether the journal changed between two reads.
+    pub async fn journal_heads(&self) -> Result<Vec<(u16, u64, u64)>, StoreError> {
+        let rows = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT bank, MAX(batch), COUNT(*) FROM ledger_batches GROUP BY bank ORDER BY bank",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .collect(),
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT bank, MAX(batch), COUNT(*) FROM ledger_batches GROUP BY bank ORDER BY bank",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .collect(),
+        };
+        Ok(rows)
+    }
+
     /// Up to `limit` of a bank's batches with sequence number ≥ `from`, in order.
     pub async fn batches_from(
         &self,
