@@ -44,9 +44,10 @@ pub struct ShardConfig {
     /// Batches between checkpoints of a bank's ledger (also on shutdown).
     pub checkpoint_every_batches: u64,
     /// Commands between checkpoints: bounds what start-up replays. A bank
-    /// whose state (accounts and idempotency keys) has more records than
-    /// this waits for that many commands instead, so a checkpoint never
-    /// costs more than about one record per command since the last.
+    /// whose state (accounts and idempotency keys) had more records than
+    /// this at its last checkpoint waits for that many commands instead, so
+    /// a checkpoint costs about two records written per command since the
+    /// last.
     pub checkpoint_every_commands: u64,
     /// Batches the committer may hold before shards wait on it.
     pub commit_queue_max: usize,
@@ -306,6 +307,7 @@ impl Shards {
             );
             let (tx, rx) = mpsc::channel(cfg.queue_depth_max.max(1));
             queues.insert(bank, tx);
+            let records_at_checkpoint = state_records(&ledger);
             let shard = Shard {
                 bank,
                 config,
@@ -319,6 +321,7 @@ impl Shards {
                 last_ts: 0,
                 since_checkpoint: 0,
                 commands_since_checkpoint: 0,
+                records_at_checkpoint,
                 next_key_expiry: 0,
             };
             tasks.push(tokio::spawn(shard.run()));
@@ -440,7 +443,16 @@ struct Shard {
     last_ts: u64,
     since_checkpoint: u64,
     commands_since_checkpoint: u64,
+    /// The state's size (see [`state_records`]) at the last checkpoint, or
+    /// at start-up.
+    records_at_checkpoint: u64,
     next_key_expiry: u64,
+}
+
+/// Records a checkpoint of `ledger` writes, roughly: accounts (two per
+/// card) and idempotency keys.
+fn state_records(ledger: &Ledger) -> u64 {
+    ledger.accounts().len() as u64 + ledger.keys_len() as u64
 }
 
 fn unix_now() -> u64 {
@@ -536,7 +548,6 @@ impl Shard {
             }
             effects.clear();
             ledger.apply(&cmds, ts, &mut effects);
-            let state_records = ledger.accounts().len() as u64 + ledger.keys_len() as u64;
             let record = JournalBatch {
                 bank: self.bank,
                 batch: effects.batch,
@@ -588,13 +599,19 @@ impl Shard {
             self.commands_since_checkpoint += cmds.len() as u64;
             // A checkpoint writes the whole state, so one every N commands
             // costs (state ÷ N) per command, which grows without bound with
-            // the bank. Waiting until at least as many commands as the state
-            // has records keeps that cost at most about one record written
-            // per command, and replaying what came after a checkpoint then
-            // costs no more than loading it did.
+            // the bank. Waiting for at least as many commands as the last
+            // checkpoint had records keeps that cost to about two records
+            // written per command (the state can only have grown by one key
+            // per command since), and replay after a crash then costs about
+            // what loading that checkpoint did. The size is the last
+            // checkpoint's, not today's: today's grows with every keyed
+            // command and would never be caught up with.
             if self.since_checkpoint >= self.cfg.checkpoint_every_batches
                 || self.commands_since_checkpoint
-                    >= self.cfg.checkpoint_every_commands.max(state_records)
+                    >= self
+                        .cfg
+                        .checkpoint_every_commands
+                        .max(self.records_at_checkpoint)
             {
                 self.checkpoint(false).await;
             }
@@ -644,6 +661,7 @@ impl Shard {
         }
         self.since_checkpoint = 0;
         self.commands_since_checkpoint = 0;
+        self.records_at_checkpoint = state_records(ledger);
     }
 }
 
