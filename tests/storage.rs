@@ -621,6 +621,7 @@ on_both!(
     checkpoint_and_journal_replay,
     audit_detects_tampering,
     audit_of_a_live_store,
+    checkpoints_keep_coming_as_keys_grow,
 );
 
 // ---------------------------------------------------------------- tests
@@ -956,6 +957,55 @@ async fn audit_of_a_live_store(backend: Backend) {
     eprintln!("live audits: {outcomes:?}");
     shutdown(shards).await;
     audit_clean(&store, "after the writers stopped").await;
+    store.close().await;
+}
+
+/// The checkpoint threshold grows with the state (a checkpoint writes all
+/// of it) but must still be reached: every keyed command adds a key, so a
+/// threshold of "as many commands as the state has records now" would never
+/// be met after the first checkpoint, and replay after a crash would grow
+/// without bound. With `checkpoint_every_commands` small, each bank must
+/// checkpoint again once it has taken more commands than its state had.
+async fn checkpoints_keep_coming_as_keys_grow(backend: Backend) {
+    let Some(db) = db::fresh(backend).await else {
+        return;
+    };
+    let cfg = ShardConfig {
+        checkpoint_every_commands: 40,
+        ..ShardConfig::default()
+    };
+    let mut models = new_models();
+    let store = open(&db.url).await;
+    let shards = start(&store, cfg).await;
+    populate(&shards).await;
+    // Quiet for a moment, so every checkpoint taken so far is on disk.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = HashMap::new();
+    for bank in [2u16, 8, 9, 200, 451] {
+        let cp = store.load_checkpoint(bank).await.expect("load").expect("a checkpoint");
+        first.insert(bank, cp.batch);
+    }
+    // More keyed commands per bank than a bank's state has records (about
+    // 400 accounts and 400 credit keys after `populate`).
+    let seed = seed(&format!("checkpoints_keep_coming/{}", db.label()));
+    workload_all(&shards, &mut models, seed, "k", 1_200).await;
+    for bank in [2u16, 8, 9, 200, 451] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let cp = store.load_checkpoint(bank).await.expect("load").expect("a checkpoint");
+            if cp.batch > first[&bank] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bank {bank}: no checkpoint after batch {} although the state was outgrown",
+                first[&bank]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shutdown(shards).await;
+    audit_clean(&store, "after the workload").await;
     store.close().await;
 }
 
