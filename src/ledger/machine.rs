@@ -245,7 +245,8 @@ impl Ledger {
     /// index slots and records, PAN slots, cards, their wallet accounts)
     /// into cache before executing them, in stages: start loading every key's
     /// and PAN's index line; then, as they arrive, start loading the records
-    /// and cards they point at; then the cards' wallet accounts. Each stage
+    /// and cards they point at; then the key-store slots the chunk's new
+    /// records will be appended to, and the cards' wallet accounts. Each stage
     /// issues its loads as prefetches ([`prefetch`]), so a chunk's misses
     /// are all in flight at once and the chunk waits about one memory
     /// latency per stage instead of one per miss (a random load costs
