@@ -361,7 +361,11 @@ async fn remove_posting(store: &Store, bank: u16, p: &StoredPosting) -> u64 {
         return tamper_packed(store, bank, p, |_| None).await;
     }
     let target = posting_where(store, bank, p).await;
-    raw_exec(store, &format!("DELETE FROM ledger_postings WHERE {target}")).await
+    raw_exec(
+        store,
+        &format!("DELETE FROM ledger_postings WHERE {target}"),
+    )
+    .await
 }
 
 /// A posting of `kind` in `bank` that the tampering helpers can name alone:
@@ -982,7 +986,11 @@ async fn checkpoints_keep_coming_as_keys_grow(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut first = HashMap::new();
     for bank in [2u16, 8, 9, 200, 451] {
-        let cp = store.load_checkpoint(bank).await.expect("load").expect("a checkpoint");
+        let cp = store
+            .load_checkpoint(bank)
+            .await
+            .expect("load")
+            .expect("a checkpoint");
         first.insert(bank, cp.batch);
     }
     // More keyed commands per bank than a bank's state has records (about
@@ -992,7 +1000,11 @@ async fn checkpoints_keep_coming_as_keys_grow(backend: Backend) {
     for bank in [2u16, 8, 9, 200, 451] {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let cp = store.load_checkpoint(bank).await.expect("load").expect("a checkpoint");
+            let cp = store
+                .load_checkpoint(bank)
+                .await
+                .expect("load")
+                .expect("a checkpoint");
             if cp.batch > first[&bank] {
                 break;
             }

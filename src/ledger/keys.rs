@@ -276,7 +276,13 @@ mod tests {
 
     fn exercise(mut store: KeyStore) {
         for n in 0..100 {
-            store.insert(key(n), KeyRecord { op: op(n), ..record(n) });
+            store.insert(
+                key(n),
+                KeyRecord {
+                    op: op(n),
+                    ..record(n)
+                },
+            );
         }
         assert_eq!(store.len(), 100);
         assert!(store.index_is_consistent());
@@ -315,7 +321,10 @@ mod tests {
             store.pop_front();
         }
         assert!(store.index_is_consistent());
-        assert_eq!(store.len(), kept.len() + (60..100u64).filter(|n| n.is_multiple_of(7)).count());
+        assert_eq!(
+            store.len(),
+            kept.len() + (60..100u64).filter(|n| n.is_multiple_of(7)).count()
+        );
         assert!(store.get(&key(98)).is_some());
         assert!(store.get(&key(99)).is_none());
     }

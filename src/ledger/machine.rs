@@ -809,25 +809,28 @@ impl Ledger {
             },
             fx,
         )?;
-        super::huge::push(&mut self.cards, Card {
-            pan,
-            family,
-            status,
-            pvv,
-            pin_tries: 0,
-            wallets: [Wallet::new(pkh), Wallet::new(bpnt)],
-            lots: Default::default(),
-            opened_at: self.now,
-            first_credit_at: None,
-            last_use_at: None,
-            clock_reset_at: self.now,
-            day: 0,
-            day_amount: 0,
-            day_count: 0,
-            purchased: 0,
-            withdrawn: 0,
-            replaced_by: None,
-        });
+        super::huge::push(
+            &mut self.cards,
+            Card {
+                pan,
+                family,
+                status,
+                pvv,
+                pin_tries: 0,
+                wallets: [Wallet::new(pkh), Wallet::new(bpnt)],
+                lots: Default::default(),
+                opened_at: self.now,
+                first_credit_at: None,
+                last_use_at: None,
+                clock_reset_at: self.now,
+                day: 0,
+                day_amount: 0,
+                day_count: 0,
+                purchased: 0,
+                withdrawn: 0,
+                replaced_by: None,
+            },
+        );
         let inserted = self.pans.insert(pan, id);
         assert!(inserted, "PAN checked free by the caller");
         self.families.insert(family, id);

@@ -21,8 +21,8 @@ use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
 
-mod population;
 pub mod packed;
+mod population;
 pub use population::FamilyRow;
 
 /// SQLite keys postings by `bank << 40 | id` (the rowid): 2^40 postings per
@@ -270,11 +270,18 @@ impl Store {
             Store::Sqlite(pool) => {
                 // All batch rows in one statement: commands and postings
                 // (packed, see `packed.rs`) are two bound blobs per batch.
-                let packed: Vec<Vec<u8>> = group.iter().map(|b| packed::encode(&b.postings)).collect();
+                let packed: Vec<Vec<u8>> =
+                    group.iter().map(|b| packed::encode(&b.postings)).collect();
                 let mut sql = String::with_capacity(96 + 12 * group.len());
-                sql.push_str("INSERT INTO ledger_batches (bank, batch, ts, commands, postings) VALUES ");
+                sql.push_str(
+                    "INSERT INTO ledger_batches (bank, batch, ts, commands, postings) VALUES ",
+                );
                 for bi in 0..group.len() {
-                    sql.push_str(if bi == 0 { "(?,?,?,?,?)" } else { ",(?,?,?,?,?)" });
+                    sql.push_str(if bi == 0 {
+                        "(?,?,?,?,?)"
+                    } else {
+                        ",(?,?,?,?,?)"
+                    });
                 }
                 let mut q = sqlx::query(&sql);
                 for bi in 0..group.len() {
@@ -417,7 +424,13 @@ impl Store {
             .fetch_all(pool)
             .await?
             .into_iter()
-            .map(|r| (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0) as u16,
+                    r.get::<i64, _>(1) as u64,
+                    r.get::<i64, _>(2) as u64,
+                )
+            })
             .collect(),
             Store::Postgres(pool) => sqlx::query(
                 "SELECT bank, MAX(batch), COUNT(*) FROM ledger_batches GROUP BY bank ORDER BY bank",
@@ -425,7 +438,13 @@ impl Store {
             .fetch_all(pool)
             .await?
             .into_iter()
-            .map(|r| (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
+            .map(|r| {
+                (
+                    r.get::<i32, _>(0) as u16,
+                    r.get::<i64, _>(1) as u64,
+                    r.get::<i64, _>(2) as u64,
+                )
+            })
             .collect(),
         };
         Ok(rows)

@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(decode(&[]), Err("empty postings blob".into()));
         assert_eq!(decode(&[2]), Err("postings blob version 2".into()));
         let blob = encode(&[row(7, 3)]);
-        assert_eq!(decode(&blob[..blob.len() - 1]), Err("postings blob cut short".into()));
+        assert_eq!(
+            decode(&blob[..blob.len() - 1]),
+            Err("postings blob cut short".into())
+        );
         let mut long = vec![VERSION];
         long.extend([0xff; 10]);
         long.push(0x01);
