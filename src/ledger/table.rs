@@ -101,20 +101,27 @@ impl ProbeTable {
         prefetch(&self.slots[self.home(hash)]);
     }
 
-    /// The slot `is` recognises, probing from `hash`'s home.
-    pub(crate) fn find(&self, hash: u64, is: impl Fn(&Slot) -> bool) -> Option<Slot> {
+    /// Probes from `hash`'s home: `Ok` with the index of the slot `is`
+    /// recognises, or `Err` with the index of the first empty slot (where
+    /// such a slot would go). The table is never full, so this ends.
+    fn locate(&self, hash: u64, is: impl Fn(&Slot) -> bool) -> Result<usize, usize> {
         let mask = self.mask();
         let mut i = self.home(hash);
         loop {
-            let slot = self.slots[i];
+            let slot = &self.slots[i];
             if slot.is_empty() {
-                return None;
+                return Err(i);
             }
-            if is(&slot) {
-                return Some(slot);
+            if is(slot) {
+                return Ok(i);
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// The slot `is` recognises, probing from `hash`'s home.
+    pub(crate) fn find(&self, hash: u64, is: impl Fn(&Slot) -> bool) -> Option<Slot> {
+        self.locate(hash, is).ok().map(|i| self.slots[i])
     }
 
     /// Puts `new` in the first empty slot from `hash`'s home, unless a slot
@@ -135,19 +142,13 @@ impl ProbeTable {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow(&hash_of);
         }
-        let mask = self.mask();
-        let mut i = self.home(hash);
-        loop {
-            let slot = self.slots[i];
-            if slot.is_empty() {
-                self.slots[i] = new;
+        match self.locate(hash, is) {
+            Ok(_) => false,
+            Err(empty) => {
+                self.slots[empty] = new;
                 self.len += 1;
-                return true;
+                true
             }
-            if is(&slot) {
-                return false;
-            }
-            i = (i + 1) & mask;
         }
     }
 
@@ -155,18 +156,12 @@ impl ProbeTable {
     /// with `new`, which must have the same hash; `false` if there is none.
     pub(crate) fn replace(&mut self, hash: u64, is: impl Fn(&Slot) -> bool, new: Slot) -> bool {
         assert!(!new.is_empty(), "the empty slot cannot be stored");
-        let mask = self.mask();
-        let mut i = self.home(hash);
-        loop {
-            let slot = self.slots[i];
-            if slot.is_empty() {
-                return false;
-            }
-            if is(&slot) {
+        match self.locate(hash, is) {
+            Ok(i) => {
                 self.slots[i] = new;
-                return true;
+                true
             }
-            i = (i + 1) & mask;
+            Err(_) => false,
         }
     }
 
@@ -178,18 +173,10 @@ impl ProbeTable {
         is: impl Fn(&Slot) -> bool,
         hash_of: impl Fn(&Slot) -> u64,
     ) -> bool {
+        let Ok(i) = self.locate(hash, is) else {
+            return false;
+        };
         let mask = self.mask();
-        let mut i = self.home(hash);
-        loop {
-            let slot = self.slots[i];
-            if slot.is_empty() {
-                return false;
-            }
-            if is(&slot) {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
         // Backward shift: pull later entries of the run into the hole when
         // the hole lies on their probe path (between their home and them).
         let mut hole = i;
