@@ -14,7 +14,8 @@
 //! most distributions), and with the usual `defrag` setting it then finds
 //! each 2 MiB page at fault time, compacting memory if it must, on the
 //! thread that touched it. The durable bulk drill, whose key store grows
-//! all the time, lost 10–17% to that in back-to-back runs. So this is for
+//! all the time, lost 10–17% to that in back-to-back runs of README's
+//! SQLite bulk drill with and without `KKS_HUGE_PAGES=on`. So this is for
 //! deployments whose tables have reached their size, or whose kernel
 //! defers defragmentation.
 //!

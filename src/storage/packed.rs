@@ -1,13 +1,14 @@
 //! A batch's postings packed into one blob, the SQLite journal's form.
 //!
 //! Why: a posting row per posting made SQLite parse, plan and B-tree-insert
-//! one row per request on the writer's one thread, and that thread was the
-//! durable path's limit (`kks-switch drill --mode bulk`: 380k commands/s with
-//! rows; 915k/s with no postings written at all). Packed into the batch's
-//! own journal row, a batch of 1024 postings costs SQLite one more blob of
-//! about 12 KiB. Nothing is lost by it: the blob holds every field a row
-//! held, `audit` and every report read it back through [`decode`], and
-//! PostgreSQL, whose binary COPY takes rows as fast as blobs, keeps rows.
+//! one row per request on the writer's one thread, and a profile of
+//! `kks-switch drill --mode bulk` showed that thread was the durable path's
+//! limit (README's Speed table has the drill's figures before and after).
+//! Packed into the batch's own journal row, a batch of 1024 postings costs
+//! SQLite one more blob of about 12 KiB. Nothing is lost by it: the blob
+//! holds every field a row held, `audit` and every report read it back
+//! through [`decode`], and PostgreSQL, whose binary COPY takes rows as fast
+//! as blobs, keeps rows.
 //!
 //! Format (version 1): the byte `1`, then the postings in id order, each as
 //! unsigned LEB128 varints `id delta` (from the previous id, the first from
