@@ -244,7 +244,6 @@ pub async fn run(
     println!("READY");
     let _ = std::io::stdout().flush();
     let run_id = cfg.seed ^ (std::process::id() as u64) << 20 ^ started.elapsed().as_nanos() as u64;
-    let deadline = Instant::now() + Duration::from_secs_f64(cfg.seconds);
     let pans: Arc<Vec<Vec<Pan>>> = Arc::new(
         Bank::ALL
             .iter()
@@ -287,7 +286,10 @@ pub async fn run(
         // Workers pop from the end: worker 0 must get bank 0's batches.
         prepared_all.reverse();
     }
+    // The clock starts after bulk commands are prepared, which takes
+    // seconds for millions of them.
     let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(cfg.seconds);
     let mut tasks = Vec::new();
     for w in 0..cfg.workers {
         let mut prepared = prepared_all.pop().unwrap_or_default();

@@ -4,9 +4,13 @@
 //!
 //! What is stored (see `migrations/`):
 //! - `ledger_batches`: per bank, every applied batch's commands (postcard
-//!   bytes) and timestamp. Replaying them in order rebuilds the ledger.
+//!   bytes) and timestamp. Replaying them in order rebuilds the ledger. On
+//!   SQLite the row also carries the batch's postings, packed
+//!   (`packed.rs`), and is keyed by `bank << 40 | batch` so an append is an
+//!   append to the table's B-tree (migration `sqlite/0005`).
 //! - `ledger_postings`: every posting, one row each, written in the same
-//!   transaction as its batch, so `audit` can re-derive balances.
+//!   transaction as its batch, so `audit` can re-derive balances
+//!   (PostgreSQL; on SQLite only rows written before postings were packed).
 //! - `ledger_checkpoints`: per bank, the latest ledger snapshot and the
 //!   batch it includes; start-up loads it and replays the batches after it.
 //!
@@ -78,12 +82,18 @@ async fn sqlite_packed(
     bank: Option<u16>,
     from_batch: u64,
 ) -> Result<Vec<(u16, u64, Vec<PostingRow>)>, StoreError> {
+    // Rows are keyed by bank << 40 | batch: one bank is a key range.
+    let (lo, hi) = match bank {
+        Some(b) => (sqlite_key(b, 0), sqlite_key(b + 1, 0)),
+        None => (0, i64::MAX),
+    };
     let rows = sqlx::query(
         "SELECT bank, batch, postings FROM ledger_batches \
-         WHERE postings IS NOT NULL AND (?1 IS NULL OR bank = ?1) AND batch >= ?2 \
-         ORDER BY bank, batch",
+         WHERE postings IS NOT NULL AND key >= ?1 AND key < ?2 AND batch >= ?3 \
+         ORDER BY key",
     )
-    .bind(bank.map(i64::from))
+    .bind(lo)
+    .bind(hi)
     .bind(from_batch as i64)
     .fetch_all(pool)
     .await?;
@@ -274,19 +284,27 @@ impl Store {
                     group.iter().map(|b| packed::encode(&b.postings)).collect();
                 let mut sql = String::with_capacity(96 + 12 * group.len());
                 sql.push_str(
-                    "INSERT INTO ledger_batches (bank, batch, ts, commands, postings) VALUES ",
+                    "INSERT INTO ledger_batches (key, bank, batch, ts, commands, postings) VALUES ",
                 );
                 for bi in 0..group.len() {
                     sql.push_str(if bi == 0 {
-                        "(?,?,?,?,?)"
+                        "(?,?,?,?,?,?)"
                     } else {
-                        ",(?,?,?,?,?)"
+                        ",(?,?,?,?,?,?)"
                     });
                 }
                 let mut q = sqlx::query(&sql);
                 for bi in 0..group.len() {
                     let b = &group[bi];
+                    if b.batch >= 1 << SQLITE_BANK_SHIFT {
+                        return Err(StoreError::Corrupt {
+                            bank: b.bank,
+                            batch: b.batch,
+                            why: "batch number beyond the journal key's range".into(),
+                        });
+                    }
                     q = q
+                        .bind(sqlite_key(b.bank, b.batch))
                         .bind(b.bank as i64)
                         .bind(b.batch as i64)
                         .bind(b.ts as i64)
@@ -457,9 +475,9 @@ impl Store {
     ) -> Result<Vec<StoredBatch>, StoreError> {
         let rows = match self {
             Store::Sqlite(pool) => {
-                sqlx::query("SELECT batch, ts, commands FROM ledger_batches WHERE bank = ? AND batch >= ? ORDER BY batch LIMIT ?")
-                    .bind(bank as i64)
-                    .bind(from as i64)
+                sqlx::query("SELECT batch, ts, commands FROM ledger_batches WHERE key >= ? AND key < ? ORDER BY key LIMIT ?")
+                    .bind(sqlite_key(bank, from.min((1 << SQLITE_BANK_SHIFT) - 1)))
+                    .bind(sqlite_key(bank + 1, 0))
                     .bind(limit as i64)
                     .fetch_all(pool)
                     .await?
