@@ -1123,7 +1123,10 @@ async fn sqlite_journal_from_before_rowid_keys() {
             .fetch_one(pool)
             .await
             .expect("count");
-        // Back to the layout migrations 0001-0004 left, and forget 0005.
+        // Back to the layout migrations 0001-0004 left, and forget 0005,
+        // on one connection so each statement sees the schema the previous
+        // one left.
+        let mut conn = pool.acquire().await.expect("connection");
         for sql in [
             "CREATE TABLE old_batches (bank INTEGER NOT NULL, batch INTEGER NOT NULL, \
              ts INTEGER NOT NULL, commands BLOB NOT NULL, postings BLOB, \
@@ -1133,8 +1136,9 @@ async fn sqlite_journal_from_before_rowid_keys() {
             "ALTER TABLE old_batches RENAME TO ledger_batches",
             "DELETE FROM _sqlx_migrations WHERE version = 5",
         ] {
-            sqlx::query(sql).execute(pool).await.expect(sql);
+            sqlx::query(sql).execute(&mut *conn).await.expect(sql);
         }
+        drop(conn);
         store.close().await;
 
         let store = open(&db.url).await;
