@@ -238,83 +238,32 @@ async fn raw_exec(store: &Store, sql: &str) -> u64 {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// A WHERE clause naming one stored posting by its reported columns (and
-/// its bank, if the table has a `bank` column).
-async fn posting_where(store: &Store, bank: u16, p: &StoredPosting) -> String {
-    let has_bank: i64 = match store {
-        Store::Sqlite(pool) => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pragma_table_info('ledger_postings') WHERE name = 'bank'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("table_info"),
-        Store::Postgres(pool) => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
-             AND table_name = 'ledger_postings' AND column_name = 'bank'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("information_schema"),
-    };
-    let mut w = format!(
-        "batch = {} AND cmd = {} AND debit = {} AND credit = {} AND amount = {} AND kind = {}",
-        p.batch, p.cmd, p.debit, p.credit, p.amount, p.kind
-    );
-    if has_bank > 0 {
-        w.push_str(&format!(" AND bank = {bank} AND id = {}", p.id));
-    }
-    w
-}
-
-/// The latest posting of `kind` in `bank` that [`posting_where`] names
-/// uniquely (banks' books look alike, and the table need not name the bank).
-async fn unique_posting(store: &Store, bank: u16, kinds: &[PostingKind]) -> StoredPosting {
-    let all = store.postings_from(bank, 0).await.expect("postings");
-    for p in all
-        .iter()
-        .rev()
-        .filter(|p| kinds.iter().any(|&k| p.kind == k as i16))
-    {
-        let w = posting_where(store, bank, p).await;
-        let n: i64 = match store {
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ledger_postings WHERE {w}"))
-                    .fetch_one(pool)
-                    .await
-            }
-            Store::Postgres(pool) => {
-                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ledger_postings WHERE {w}"))
-                    .fetch_one(pool)
-                    .await
-            }
-        }
-        .expect("count");
-        if n == 1 {
-            return *p;
-        }
-    }
-    panic!("bank {bank}: no uniquely named {kinds:?} posting");
-}
-
-/// SQLite packs a batch's postings into its journal row: rewrites the blob
-/// of `p`'s batch with `change` applied to `p`'s entry (`None` drops it).
-/// Returns how many postings were changed (0 if `p` was not found).
+/// The store packs a batch's postings into its journal row: rewrites the
+/// blob of `p`'s batch with `change` applied to `p`'s entry (`None` drops
+/// it). Returns how many postings were changed (0 if `p` was not found).
 async fn tamper_packed(
     store: &Store,
     bank: u16,
     p: &StoredPosting,
     change: impl FnOnce(PostingRow) -> Option<PostingRow>,
 ) -> u64 {
-    let Store::Sqlite(pool) = store else {
-        panic!("packed postings are SQLite's");
-    };
-    let blob: Vec<u8> =
-        sqlx::query_scalar("SELECT postings FROM ledger_batches WHERE bank = ? AND batch = ?")
-            .bind(i64::from(bank))
-            .bind(p.batch as i64)
-            .fetch_one(pool)
-            .await
-            .expect("batch row");
+    let blob: Vec<u8> = match store {
+        Store::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT postings FROM ledger_batches WHERE bank = ? AND batch = ?")
+                .bind(i64::from(bank))
+                .bind(p.batch as i64)
+                .fetch_one(pool)
+                .await
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT postings FROM ledger_batches WHERE bank = $1 AND batch = $2")
+                .bind(i32::from(bank))
+                .bind(p.batch as i64)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("batch row");
     let mut rows = packed::decode(&blob).expect("blob decodes");
     let Some(at) = rows.iter().position(|r| r.id == p.id) else {
         return 0;
@@ -325,62 +274,54 @@ async fn tamper_packed(
             rows.remove(at);
         }
     }
-    sqlx::query("UPDATE ledger_batches SET postings = ? WHERE bank = ? AND batch = ?")
-        .bind(packed::encode(&rows))
-        .bind(i64::from(bank))
-        .bind(p.batch as i64)
-        .execute(pool)
-        .await
-        .expect("rewrite blob")
-        .rows_affected()
+    match store {
+        Store::Sqlite(pool) => {
+            sqlx::query("UPDATE ledger_batches SET postings = ? WHERE bank = ? AND batch = ?")
+                .bind(packed::encode(&rows))
+                .bind(i64::from(bank))
+                .bind(p.batch as i64)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        }
+        Store::Postgres(pool) => {
+            sqlx::query("UPDATE ledger_batches SET postings = $1 WHERE bank = $2 AND batch = $3")
+                .bind(packed::encode(&rows))
+                .bind(i32::from(bank))
+                .bind(p.batch as i64)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        }
+    }
+    .expect("rewrite blob")
 }
 
-/// Adds `delta` to one stored posting's amount, in whatever form the store
-/// keeps it; returns how many postings changed.
+/// Adds `delta` to one stored posting's amount; returns how many postings
+/// changed.
 async fn shift_amount(store: &Store, bank: u16, p: &StoredPosting, delta: i64) -> u64 {
-    if matches!(store, Store::Sqlite(_)) {
-        return tamper_packed(store, bank, p, |r| {
-            Some(PostingRow {
-                amount: r.amount.wrapping_add_signed(delta),
-                ..r
-            })
+    tamper_packed(store, bank, p, |r| {
+        Some(PostingRow {
+            amount: r.amount.wrapping_add_signed(delta),
+            ..r
         })
-        .await;
-    }
-    let target = posting_where(store, bank, p).await;
-    raw_exec(
-        store,
-        &format!("UPDATE ledger_postings SET amount = amount + ({delta}) WHERE {target}"),
-    )
+    })
     .await
 }
 
 /// Removes one stored posting; returns how many were removed.
 async fn remove_posting(store: &Store, bank: u16, p: &StoredPosting) -> u64 {
-    if matches!(store, Store::Sqlite(_)) {
-        return tamper_packed(store, bank, p, |_| None).await;
-    }
-    let target = posting_where(store, bank, p).await;
-    raw_exec(
-        store,
-        &format!("DELETE FROM ledger_postings WHERE {target}"),
-    )
-    .await
+    tamper_packed(store, bank, p, |_| None).await
 }
 
-/// A posting of `kind` in `bank` that the tampering helpers can name alone:
-/// on SQLite any (a posting id is unique in its bank), on PostgreSQL one
-/// [`posting_where`] names uniquely.
+/// The latest posting of one of `kinds` in `bank` (a posting id is unique
+/// in its bank, so the tampering helpers can name it alone).
 async fn tamper_target(store: &Store, bank: u16, kinds: &[PostingKind]) -> StoredPosting {
-    if matches!(store, Store::Sqlite(_)) {
-        let all = store.postings_from(bank, 0).await.expect("postings");
-        return *all
-            .iter()
-            .rev()
-            .find(|p| kinds.iter().any(|&k| p.kind == k as i16))
-            .unwrap_or_else(|| panic!("bank {bank}: no {kinds:?} posting"));
-    }
-    unique_posting(store, bank, kinds).await
+    let all = store.postings_from(bank, 0).await.expect("postings");
+    *all.iter()
+        .rev()
+        .find(|p| kinds.iter().any(|&k| p.kind == k as i16))
+        .unwrap_or_else(|| panic!("bank {bank}: no {kinds:?} posting"))
 }
 
 /// `kks-switch --db URL audit`.
@@ -626,6 +567,7 @@ on_both!(
     audit_detects_tampering,
     audit_of_a_live_store,
     checkpoints_keep_coming_as_keys_grow,
+    journal_with_rows_from_before_packing,
 );
 
 // ---------------------------------------------------------------- tests
@@ -1021,40 +963,48 @@ async fn checkpoints_keep_coming_as_keys_grow(backend: Backend) {
     store.close().await;
 }
 
-/// A SQLite journal written before postings were packed keeps them as rows
-/// in `ledger_postings`; after the upgrade new batches carry blobs. Such a
+/// A journal written before postings were packed keeps them as rows in
+/// `ledger_postings`; after the upgrade new batches carry blobs. Such a
 /// mixed journal reads back the same postings and audits clean, and a
 /// restart after it recovers the same books. Simulated by moving the first
 /// half of each bank's batches' postings from their blobs into rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_journal_with_rows_from_before_packing() {
-    bounded(async {
-        let Some(db) = db::fresh(Backend::Sqlite).await else {
-            return;
-        };
-        let mut models = new_models();
-        let store = open(&db.url).await;
-        let shards = start(&store, ShardConfig::default()).await;
-        populate(&shards).await;
-        workload_all(&shards, &mut models, seed("packing/mixed"), "m", 20).await;
-        shutdown(shards).await;
-        let Store::Sqlite(pool) = &store else {
-            unreachable!("sqlite URL")
-        };
-        let mut before = Vec::new();
-        for bank in [2u16, 8, 9, 200, 451] {
-            before.push(store.postings_from(bank, 0).await.expect("postings"));
-            let batches: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT batch, postings FROM ledger_batches WHERE bank = ? ORDER BY batch",
-            )
-            .bind(i64::from(bank))
-            .fetch_all(pool)
-            .await
-            .expect("batches");
-            assert!(batches.len() > 1, "bank {bank}: {} batches", batches.len());
-            for (batch, blob) in &batches[..batches.len() / 2] {
-                for p in packed::decode(blob).expect("blob") {
-                    sqlx::query(
+async fn journal_with_rows_from_before_packing(backend: Backend) {
+    let Some(db) = db::fresh(backend).await else {
+        return;
+    };
+    let mut models = new_models();
+    let store = open(&db.url).await;
+    let shards = start(&store, ShardConfig::default()).await;
+    populate(&shards).await;
+    workload_all(&shards, &mut models, seed("packing/mixed"), "m", 20).await;
+    shutdown(shards).await;
+    let mut before = Vec::new();
+    for bank in [2u16, 8, 9, 200, 451] {
+        before.push(store.postings_from(bank, 0).await.expect("postings"));
+        let batches: Vec<(i64, Vec<u8>)> = match &store {
+            Store::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT batch, postings FROM ledger_batches WHERE bank = ? ORDER BY batch",
+                )
+                .bind(i64::from(bank))
+                .fetch_all(pool)
+                .await
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT batch, postings FROM ledger_batches WHERE bank = $1 ORDER BY batch",
+                )
+                .bind(i32::from(bank))
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .expect("batches");
+        assert!(batches.len() > 1, "bank {bank}: {} batches", batches.len());
+        for (batch, blob) in &batches[..batches.len() / 2] {
+            for p in packed::decode(blob).expect("blob") {
+                match &store {
+                    Store::Sqlite(pool) => sqlx::query(
                         "INSERT INTO ledger_postings (key, batch, cmd, debit, credit, amount, kind) \
                          VALUES (?, ?, ?, ?, ?, ?, ?)",
                     )
@@ -1067,33 +1017,43 @@ async fn sqlite_journal_with_rows_from_before_packing() {
                     .bind(i64::from(p.kind))
                     .execute(pool)
                     .await
-                    .expect("row");
-                }
-                sqlx::query("UPDATE ledger_batches SET postings = NULL WHERE bank = ? AND batch = ?")
-                    .bind(i64::from(bank))
+                    .map(|_| ()),
+                    Store::Postgres(pool) => sqlx::query(
+                        "INSERT INTO ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(i32::from(bank))
+                    .bind(p.id as i64)
                     .bind(batch)
+                    .bind(p.cmd as i32)
+                    .bind(p.debit as i64)
+                    .bind(p.credit as i64)
+                    .bind(p.amount as i64)
+                    .bind(p.kind)
                     .execute(pool)
                     .await
-                    .expect("clear blob");
+                    .map(|_| ()),
+                }
+                .expect("row");
             }
+            let sql = format!(
+                "UPDATE ledger_batches SET postings = NULL WHERE bank = {bank} AND batch = {batch}"
+            );
+            assert_eq!(raw_exec(&store, &sql).await, 1, "clear blob");
         }
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_postings")
-            .fetch_one(pool)
-            .await
-            .expect("count");
-        assert!(rows > 0, "no postings moved to rows");
-        for (i, bank) in [2u16, 8, 9, 200, 451].into_iter().enumerate() {
-            let after = store.postings_from(bank, 0).await.expect("postings");
-            assert_eq!(after, before[i], "bank {bank}: postings differ once mixed");
-        }
-        let report = audit_clean(&store, "with a mixed journal").await;
-        check_against_model(&report, &models, "with a mixed journal");
-        let shards = start(&store, ShardConfig::default()).await;
-        check_inquiries(&shards, &models, "mx").await;
-        shutdown(shards).await;
-        store.close().await;
-    })
-    .await
+    }
+    let rows = raw_exec(&store, "UPDATE ledger_postings SET kind = kind").await;
+    assert!(rows > 0, "no postings moved to rows");
+    for (i, bank) in [2u16, 8, 9, 200, 451].into_iter().enumerate() {
+        let after = store.postings_from(bank, 0).await.expect("postings");
+        assert_eq!(after, before[i], "bank {bank}: postings differ once mixed");
+    }
+    let report = audit_clean(&store, "with a mixed journal").await;
+    check_against_model(&report, &models, "with a mixed journal");
+    let shards = start(&store, ShardConfig::default()).await;
+    check_inquiries(&shards, &models, "mx").await;
+    shutdown(shards).await;
+    store.close().await;
 }
 
 /// A SQLite file whose journal is still in the layout before migration

@@ -4,13 +4,13 @@
 //!
 //! What is stored (see `migrations/`):
 //! - `ledger_batches`: per bank, every applied batch's commands (postcard
-//!   bytes) and timestamp. Replaying them in order rebuilds the ledger. On
-//!   SQLite the row also carries the batch's postings, packed
-//!   (`packed.rs`), and is keyed by `bank << 40 | batch` so an append is an
-//!   append to the table's B-tree (migration `sqlite/0005`).
-//! - `ledger_postings`: every posting, one row each, written in the same
-//!   transaction as its batch, so `audit` can re-derive balances
-//!   (PostgreSQL; on SQLite only rows written before postings were packed).
+//!   bytes), timestamp and postings (packed, `packed.rs`), so `audit` can
+//!   re-derive balances. Replaying the commands in order rebuilds the
+//!   ledger. On SQLite rows are keyed by `bank << 40 | batch`, so an append
+//!   is an append to the table's B-tree (migration `sqlite/0005`).
+//! - `ledger_postings`: one row per posting, as written before postings were
+//!   packed (SQLite migration 0004, PostgreSQL 0005); read together with the
+//!   blobs, never written any more.
 //! - `ledger_checkpoints`: per bank, the latest ledger snapshot and the
 //!   batch it includes; start-up loads it and replays the batches after it.
 //!
@@ -43,65 +43,62 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// included: bounds the wait for 91 while the database is unreachable.
 pub const ACQUIRE_WAIT: Duration = Duration::from_secs(3);
 
-/// The group's postings in PostgreSQL's binary COPY format: a header, then
-/// per row a field count and each field as a length and big-endian bytes,
-/// then a trailer. Columns: bank int4, id int8, batch int8, cmd int4, debit
-/// int8, credit int8, amount int8, kind int2.
-fn pg_copy_postings(group: &[JournalBatch]) -> Vec<u8> {
-    let rows: usize = group.iter().map(|b| b.postings.len()).sum();
-    let mut out = Vec::with_capacity(21 + rows * 78);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes()); // flags
-    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for b in group {
-        for p in &b.postings {
-            out.extend_from_slice(&8i16.to_be_bytes());
-            let mut field = |bytes: &[u8]| {
-                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-                out.extend_from_slice(bytes);
-            };
-            field(&i32::from(b.bank).to_be_bytes());
-            field(&(p.id as i64).to_be_bytes());
-            field(&(b.batch as i64).to_be_bytes());
-            field(&(p.cmd as i32).to_be_bytes());
-            field(&(p.debit as i64).to_be_bytes());
-            field(&(p.credit as i64).to_be_bytes());
-            field(&(p.amount as i64).to_be_bytes());
-            field(&p.kind.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
-}
-
-/// SQLite: the packed postings of every batch with sequence number ≥
-/// `from_batch` (of one bank, or all), as (bank, batch, postings) in bank and
-/// batch order. A blob that does not decode is an error naming its batch.
-async fn sqlite_packed(
-    pool: &SqlitePool,
+/// The packed postings of every batch with sequence number ≥ `from_batch`
+/// (of one bank, or all), as (bank, batch, postings) in bank and batch
+/// order. A blob that does not decode is an error naming its batch.
+async fn packed_postings(
+    store: &Store,
     bank: Option<u16>,
     from_batch: u64,
 ) -> Result<Vec<(u16, u64, Vec<PostingRow>)>, StoreError> {
-    // Rows are keyed by bank << 40 | batch: one bank is a key range.
-    let (lo, hi) = match bank {
-        Some(b) => (sqlite_key(b, 0), sqlite_key(b + 1, 0)),
-        None => (0, i64::MAX),
-    };
-    let rows = sqlx::query(
-        "SELECT bank, batch, postings FROM ledger_batches \
-         WHERE postings IS NOT NULL AND key >= ?1 AND key < ?2 AND batch >= ?3 \
-         ORDER BY key",
-    )
-    .bind(lo)
-    .bind(hi)
-    .bind(from_batch as i64)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
+    let rows: Vec<(u16, u64, Vec<u8>)> = match store {
+        Store::Sqlite(pool) => {
+            // Rows are keyed by bank << 40 | batch: one bank is a key range.
+            let (lo, hi) = match bank {
+                Some(b) => (sqlite_key(b, 0), sqlite_key(b + 1, 0)),
+                None => (0, i64::MAX),
+            };
+            sqlx::query(
+                "SELECT bank, batch, postings FROM ledger_batches \
+                 WHERE postings IS NOT NULL AND key >= ?1 AND key < ?2 AND batch >= ?3 \
+                 ORDER BY key",
+            )
+            .bind(lo)
+            .bind(hi)
+            .bind(from_batch as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0) as u16,
+                    r.get::<i64, _>(1) as u64,
+                    r.get(2),
+                )
+            })
+            .collect()
+        }
+        Store::Postgres(pool) => sqlx::query(
+            "SELECT bank, batch, postings FROM ledger_batches \
+             WHERE postings IS NOT NULL AND ($1::int4 IS NULL OR bank = $1) AND batch >= $2 \
+             ORDER BY bank, batch",
+        )
+        .bind(bank.map(i32::from))
+        .bind(from_batch as i64)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
         .map(|r| {
-            let bank = r.get::<i64, _>(0) as u16;
-            let batch = r.get::<i64, _>(1) as u64;
-            let blob: Vec<u8> = r.get(2);
+            (
+                r.get::<i32, _>(0) as u16,
+                r.get::<i64, _>(1) as u64,
+                r.get(2),
+            )
+        })
+        .collect(),
+    };
+    rows.into_iter()
+        .map(|(bank, batch, blob)| {
             packed::decode(&blob)
                 .map(|postings| (bank, batch, postings))
                 .map_err(|why| StoreError::Corrupt { bank, batch, why })
@@ -361,8 +358,10 @@ impl Store {
                 Ok(())
             }
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                // Every batch row of the group in one statement.
+                // Every batch row of the group, postings packed, in one
+                // statement (so one implicit transaction).
+                let packed: Vec<Vec<u8>> =
+                    group.iter().map(|b| packed::encode(&b.postings)).collect();
                 let (mut banks, mut batches, mut stamps, mut blobs) = (
                     Vec::with_capacity(group.len()),
                     Vec::with_capacity(group.len()),
@@ -375,32 +374,20 @@ impl Store {
                     stamps.push(b.ts as i64);
                     blobs.push(&b.commands[..]);
                 }
+                let postings: Vec<&[u8]> = packed.iter().map(|p| &p[..]).collect();
                 if !group.is_empty() {
                     sqlx::query(
-                        "INSERT INTO ledger_batches (bank, batch, ts, commands) \
-                         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::bytea[])",
+                        "INSERT INTO ledger_batches (bank, batch, ts, commands, postings) \
+                         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
                     )
                     .bind(banks)
                     .bind(batches)
                     .bind(stamps)
                     .bind(blobs)
-                    .execute(&mut *tx)
+                    .bind(postings)
+                    .execute(pool)
                     .await?;
                 }
-                // Every posting of the group in one binary COPY: PostgreSQL
-                // parses no text and plans no statement per row.
-                if group.iter().any(|b| !b.postings.is_empty()) {
-                    let data = pg_copy_postings(group);
-                    let mut copy = tx
-                        .copy_in_raw(
-                            "COPY ledger_postings (bank, id, batch, cmd, debit, credit, amount, kind) \
-                             FROM STDIN (FORMAT binary)",
-                        )
-                        .await?;
-                    copy.send(data).await?;
-                    copy.finish().await?;
-                }
-                tx.commit().await?;
                 Ok(())
             }
         }
@@ -552,91 +539,90 @@ impl Store {
     /// Every account's balance as the postings journal says: (bank, account,
     /// credits − debits). Used by `audit` to re-derive balances.
     pub async fn derived_balances(&self) -> Result<Vec<(u16, u64, i128)>, StoreError> {
-        let rows = match self {
-            Store::Sqlite(pool) => {
-                // Rows written before postings were packed, then the blobs.
-                let mut sums: std::collections::BTreeMap<(u16, u64), i128> = sqlx::query(
-                    "SELECT bank, account, SUM(delta) FROM ( \
-                       SELECT key >> 40 AS bank, credit AS account, amount AS delta FROM ledger_postings \
-                       UNION ALL SELECT key >> 40 AS bank, debit AS account, -amount AS delta FROM ledger_postings \
-                     ) t GROUP BY bank, account",
+        // Rows written before postings were packed, then the blobs.
+        let mut sums: std::collections::BTreeMap<(u16, u64), i128> = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT bank, account, SUM(delta) FROM ( \
+                   SELECT key >> 40 AS bank, credit AS account, amount AS delta FROM ledger_postings \
+                   UNION ALL SELECT key >> 40 AS bank, debit AS account, -amount AS delta FROM ledger_postings \
+                 ) t GROUP BY bank, account",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64),
+                    r.get::<i64, _>(2) as i128,
                 )
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    (
-                        (r.get::<i64, _>(0) as u16, r.get::<i64, _>(1) as u64),
-                        r.get::<i64, _>(2) as i128,
-                    )
-                })
-                .collect();
-                for (bank, _, postings) in sqlite_packed(pool, None, 0).await? {
-                    for p in postings {
-                        *sums.entry((bank, p.credit)).or_default() += i128::from(p.amount);
-                        *sums.entry((bank, p.debit)).or_default() -= i128::from(p.amount);
-                    }
-                }
-                sums.into_iter().map(|((b, a), s)| (b, a, s)).collect()
-            }
-            Store::Postgres(pool) => {
-                const PG: &str = "SELECT bank, account, SUM(delta)::text FROM ( \
-                     SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
-                     UNION ALL SELECT bank, debit AS account, -amount AS delta FROM ledger_postings \
-                   ) t GROUP BY bank, account ORDER BY bank, account";
-                sqlx::query(PG)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        let s: String = r.get(2);
-                        (
-                            r.get::<i32, _>(0) as u16,
-                            r.get::<i64, _>(1) as u64,
-                            s.parse::<i128>().unwrap_or(i128::MAX),
-                        )
-                    })
-                    .collect()
-            }
+            })
+            .collect(),
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT bank, account, SUM(delta)::text FROM ( \
+                   SELECT bank, credit AS account, amount AS delta FROM ledger_postings \
+                   UNION ALL SELECT bank, debit AS account, -amount AS delta FROM ledger_postings \
+                 ) t GROUP BY bank, account",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let s: String = r.get(2);
+                (
+                    (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64),
+                    s.parse::<i128>().unwrap_or(i128::MAX),
+                )
+            })
+            .collect(),
         };
-        Ok(rows)
+        for (bank, _, postings) in packed_postings(self, None, 0).await? {
+            for p in postings {
+                *sums.entry((bank, p.credit)).or_default() += i128::from(p.amount);
+                *sums.entry((bank, p.debit)).or_default() -= i128::from(p.amount);
+            }
+        }
+        Ok(sums.into_iter().map(|((b, a), s)| (b, a, s)).collect())
     }
 
     /// Posting count and the highest posting id + 1 per bank (gapless check).
     pub async fn posting_counts(&self) -> Result<Vec<(u16, u64, u64)>, StoreError> {
-        let rows = match self {
-            Store::Sqlite(pool) => {
-                let mut counts: std::collections::BTreeMap<u16, (u64, u64)> = sqlx::query(
-                    "SELECT key >> 40, COUNT(*), COALESCE(MAX(key & 1099511627775) + 1, 0) \
-                     FROM ledger_postings GROUP BY key >> 40",
+        let mut counts: std::collections::BTreeMap<u16, (u64, u64)> = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT key >> 40, COUNT(*), COALESCE(MAX(key & 1099511627775) + 1, 0) \
+                 FROM ledger_postings GROUP BY key >> 40",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0) as u16,
+                    (r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64),
                 )
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.get::<i64, _>(0) as u16,
-                        (r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64),
-                    )
-                })
-                .collect();
-                for (bank, _, postings) in sqlite_packed(pool, None, 0).await? {
-                    let (count, next) = counts.entry(bank).or_default();
-                    *count += postings.len() as u64;
-                    if let Some(last) = postings.last() {
-                        *next = (*next).max(last.id + 1);
-                    }
-                }
-                counts.into_iter().map(|(b, (c, n))| (b, c, n)).collect()
-            }
-            Store::Postgres(pool) => sqlx::query("SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank ORDER BY bank")
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| (r.get::<i32, _>(0) as u16, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64))
-                .collect(),
+            })
+            .collect(),
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT bank, COUNT(*), COALESCE(MAX(id) + 1, 0) FROM ledger_postings GROUP BY bank",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<i32, _>(0) as u16,
+                    (r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64),
+                )
+            })
+            .collect(),
         };
-        Ok(rows)
+        for (bank, _, postings) in packed_postings(self, None, 0).await? {
+            let (count, next) = counts.entry(bank).or_default();
+            *count += postings.len() as u64;
+            if let Some(last) = postings.last() {
+                *next = (*next).max(last.id + 1);
+            }
+        }
+        Ok(counts.into_iter().map(|(b, (c, n))| (b, c, n)).collect())
     }
 
     /// A bank's postings with batch ≥ `from_batch`, in id order (for audit).
@@ -645,42 +631,27 @@ impl Store {
         bank: u16,
         from_batch: u64,
     ) -> Result<Vec<StoredPosting>, StoreError> {
-        let rows = match self {
-            Store::Sqlite(pool) => {
-                let mut rows: Vec<StoredPosting> = sqlx::query(
-                    "SELECT batch, key & 1099511627775, cmd, debit, credit, amount, kind FROM ledger_postings \
-                     WHERE key >= ? AND key < ? AND batch >= ? ORDER BY key",
-                )
-                    .bind(sqlite_key(bank, 0))
-                    .bind(sqlite_key(bank + 1, 0))
-                    .bind(from_batch as i64)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| StoredPosting {
-                        batch: r.get::<i64, _>(0) as u64,
-                        id: r.get::<i64, _>(1) as u64,
-                        cmd: r.get::<i64, _>(2) as u32,
-                        debit: r.get::<i64, _>(3) as u64,
-                        credit: r.get::<i64, _>(4) as u64,
-                        amount: r.get::<i64, _>(5) as u64,
-                        kind: r.get::<i64, _>(6) as i16,
-                    })
-                    .collect();
-                for (_, batch, postings) in sqlite_packed(pool, Some(bank), from_batch).await? {
-                    rows.extend(postings.into_iter().map(|p| StoredPosting {
-                        batch,
-                        id: p.id,
-                        cmd: p.cmd,
-                        debit: p.debit,
-                        credit: p.credit,
-                        amount: p.amount,
-                        kind: p.kind,
-                    }));
-                }
-                rows.sort_by_key(|p| p.id);
-                rows
-            }
+        let mut rows: Vec<StoredPosting> = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT batch, key & 1099511627775, cmd, debit, credit, amount, kind FROM ledger_postings \
+                 WHERE key >= ? AND key < ? AND batch >= ? ORDER BY key",
+            )
+            .bind(sqlite_key(bank, 0))
+            .bind(sqlite_key(bank + 1, 0))
+            .bind(from_batch as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| StoredPosting {
+                batch: r.get::<i64, _>(0) as u64,
+                id: r.get::<i64, _>(1) as u64,
+                cmd: r.get::<i64, _>(2) as u32,
+                debit: r.get::<i64, _>(3) as u64,
+                credit: r.get::<i64, _>(4) as u64,
+                amount: r.get::<i64, _>(5) as u64,
+                kind: r.get::<i64, _>(6) as i16,
+            })
+            .collect(),
             Store::Postgres(pool) => sqlx::query(
                 "SELECT batch, id, cmd, debit, credit, amount, kind FROM ledger_postings \
                  WHERE bank = $1 AND batch >= $2 ORDER BY id",
@@ -701,6 +672,18 @@ impl Store {
             })
             .collect(),
         };
+        for (_, batch, postings) in packed_postings(self, Some(bank), from_batch).await? {
+            rows.extend(postings.into_iter().map(|p| StoredPosting {
+                batch,
+                id: p.id,
+                cmd: p.cmd,
+                debit: p.debit,
+                credit: p.credit,
+                amount: p.amount,
+                kind: p.kind,
+            }));
+        }
+        rows.sort_by_key(|p| p.id);
         Ok(rows)
     }
 
