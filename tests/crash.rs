@@ -39,6 +39,17 @@ use std::time::{Duration, Instant};
 const TRIALS: u64 = 3;
 const CARDS: &str = "200";
 const WORKERS: &str = "32";
+/// The drills checkpoint every few batches and write each checkpoint in
+/// small pieces between group commits, so a kill lands in the middle of a
+/// checkpoint being written about as often as not.
+const CONFIG: &str = "[shards]\ncheckpoint_every_batches = 4\ncheckpoint_chunk_bytes = 4096\n";
+
+/// [`CONFIG`] in a file that lives as long as the returned handle.
+fn config_file() -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("config file");
+    std::io::Write::write_all(&mut f, CONFIG.as_bytes()).expect("write config");
+    f
+}
 
 struct Rng(u64);
 impl Rng {
@@ -179,8 +190,12 @@ fn run_trial(
 ) {
     let t0 = Instant::now();
     let label = format!("trial {trial} ({})", db.label());
+    let config = config_file();
+    let config_path = config.path().to_str().expect("utf-8 path").to_owned();
     let mut child = Process::new(env!("CARGO_BIN_EXE_kks-switch"))
         .args([
+            "--config",
+            &config_path,
             "--db",
             &db.url,
             "drill",
@@ -307,6 +322,8 @@ fn run_trial(
     // (d) usable after the crash: another short drill, then audit.
     let (code, out, err) = db::run_cli(
         &[
+            "--config",
+            &config_path,
             "--db",
             &db.url,
             "drill",

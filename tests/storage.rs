@@ -568,6 +568,7 @@ on_both!(
     audit_of_a_live_store,
     checkpoints_keep_coming_as_keys_grow,
     journal_with_rows_from_before_packing,
+    checkpoints_in_chunks,
 );
 
 // ---------------------------------------------------------------- tests
@@ -960,6 +961,80 @@ async fn checkpoints_keep_coming_as_keys_grow(backend: Backend) {
     }
     shutdown(shards).await;
     audit_clean(&store, "after the workload").await;
+    store.close().await;
+}
+
+/// One number from raw SQL on the store's own pool.
+async fn scalar_i64(store: &Store, sql: &str) -> i64 {
+    match store {
+        Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A checkpoint larger than `checkpoint_chunk_bytes` is written in pieces
+/// between group commits: the stored checkpoint names its pieces, only the
+/// current checkpoint's pieces are kept, and a restart from it (and the
+/// journal after it) gives back the same books.
+async fn checkpoints_in_chunks(backend: Backend) {
+    let Some(db) = db::fresh(backend).await else {
+        return;
+    };
+    let cfg = ShardConfig {
+        checkpoint_every_batches: 3,
+        checkpoint_chunk_bytes: 1000,
+        ..ShardConfig::default()
+    };
+    let mut models = new_models();
+    let store = open(&db.url).await;
+    let shards = start(&store, cfg.clone()).await;
+    populate(&shards).await;
+    workload_all(&shards, &mut models, seed("chunks/a"), "c", 40).await;
+    shutdown(shards).await;
+    for config in bank_configs() {
+        let bank = config.bank.0;
+        let cp = store
+            .load_checkpoint(bank)
+            .await
+            .expect("load")
+            .expect("a checkpoint");
+        let chunks = scalar_i64(
+            &store,
+            &format!("SELECT CAST(chunks AS BIGINT) FROM ledger_checkpoints WHERE bank = {bank}"),
+        )
+        .await;
+        assert_eq!(
+            chunks as usize,
+            cp.body.len().div_ceil(1000),
+            "bank {bank}: a {}-byte checkpoint in 1000-byte pieces",
+            cp.body.len()
+        );
+        assert!(chunks > 1, "bank {bank}: checkpoint in {chunks} piece(s)");
+        let kept = scalar_i64(
+            &store,
+            &format!("SELECT COUNT(*) FROM ledger_checkpoint_chunks WHERE bank = {bank}"),
+        )
+        .await;
+        assert_eq!(
+            kept, chunks,
+            "bank {bank}: pieces of other checkpoints left behind"
+        );
+        let (ledger, replayed) = recover(&store, config).await.expect("recover");
+        assert_eq!(
+            replayed, 0,
+            "bank {bank}: the shutdown checkpoint is current"
+        );
+        assert_eq!(ledger.counters().batches, cp.batch);
+    }
+    let report = audit_clean(&store, "after chunked checkpoints").await;
+    check_against_model(&report, &models, "after chunked checkpoints");
+    let shards = start(&store, cfg).await;
+    check_inquiries(&shards, &models, "ck").await;
+    workload_all(&shards, &mut models, seed("chunks/b"), "d", 20).await;
+    shutdown(shards).await;
+    let report = audit_clean(&store, "after a restart from chunks").await;
+    check_against_model(&report, &models, "after a restart from chunks");
     store.close().await;
 }
 

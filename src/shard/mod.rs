@@ -51,6 +51,10 @@ pub struct ShardConfig {
     pub checkpoint_every_commands: u64,
     /// Batches the committer may hold before shards wait on it.
     pub commit_queue_max: usize,
+    /// Checkpoint bytes written per transaction: the committer writes a
+    /// checkpoint in pieces of this size between group commits, so commits
+    /// wait for one piece at a time rather than the whole checkpoint.
+    pub checkpoint_chunk_bytes: usize,
 }
 
 impl Default for ShardConfig {
@@ -62,6 +66,7 @@ impl Default for ShardConfig {
             checkpoint_every_batches: 1_000_000,
             checkpoint_every_commands: 1_000_000,
             commit_queue_max: 64,
+            checkpoint_chunk_bytes: 4 << 20,
         }
     }
 }
@@ -256,7 +261,12 @@ impl Shards {
                 .collect(),
         );
         let (commit_tx, commit_rx) = mpsc::channel(cfg.commit_queue_max.max(1));
-        let committer = tokio::spawn(committer(store.clone(), commit_rx, generations.clone()));
+        let committer = tokio::spawn(committer(
+            store.clone(),
+            commit_rx,
+            generations.clone(),
+            cfg.checkpoint_chunk_bytes,
+        ));
         let mut queues = HashMap::new();
         let mut tasks = Vec::new();
         // Banks recover in parallel: each is independent.
@@ -665,19 +675,71 @@ impl Shard {
     }
 }
 
-async fn committer(store: Store, mut rx: mpsc::Receiver<CommitItem>, generations: Generations) {
+/// A checkpoint the committer is writing piece by piece.
+struct CheckpointWrite {
+    bank: u16,
+    generation: u64,
+    checkpoint: Checkpoint,
+    /// Pieces written so far.
+    written: u32,
+    /// Bytes per piece.
+    chunk_bytes: usize,
+}
+
+impl CheckpointWrite {
+    fn chunks(&self) -> u32 {
+        // At least one piece, so an empty body is still a chunked checkpoint.
+        self.checkpoint.body.len().div_ceil(self.chunk_bytes).max(1) as u32
+    }
+}
+
+/// The one writer to the journal: makes each group of batches durable in
+/// one transaction, then completes their replies. Checkpoints are written
+/// behind the batches they cover, one piece of `chunk_bytes`
+/// ([`ShardConfig::checkpoint_chunk_bytes`]) per round between group commits, so a checkpoint of hundreds of
+/// megabytes delays commits by one chunk's write at a time instead of
+/// holding every bank's commits for the whole body. A barrier completes
+/// only once the checkpoints queued before it are written too.
+async fn committer(
+    store: Store,
+    mut rx: mpsc::Receiver<CommitItem>,
+    generations: Generations,
+    chunk_bytes: usize,
+) {
+    let chunk_bytes = chunk_bytes.max(1);
     let mut items = Vec::with_capacity(64);
     let mut group: Vec<JournalBatch> = Vec::with_capacity(64);
+    let mut writes: std::collections::VecDeque<CheckpointWrite> = Default::default();
+    let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut closed = false;
+    let current = |bank: u16, g: u64| {
+        generations
+            .get(&bank)
+            .map_or(0, |x| x.load(Ordering::Acquire))
+            == g
+    };
     loop {
-        if rx.recv_many(&mut items, 64).await == 0 {
-            break;
+        if writes.is_empty() {
+            barriers.drain(..).for_each(|tx| {
+                let _ = tx.send(());
+            });
+            if closed || rx.recv_many(&mut items, 64).await == 0 {
+                break;
+            }
+        } else if !closed {
+            // Checkpoint pieces are waiting: take what has queued, without
+            // waiting for more.
+            while items.len() < 64 {
+                match rx.try_recv() {
+                    Ok(it) => items.push(it),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
         }
-        let current = |bank: u16, g: u64| {
-            generations
-                .get(&bank)
-                .map_or(0, |x| x.load(Ordering::Acquire))
-                == g
-        };
         group.clear();
         for it in items.iter_mut() {
             if let CommitItem::Batch {
@@ -723,17 +785,56 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<CommitItem>, generations
                     checkpoint,
                 } => {
                     if !failed && current(bank, generation) {
-                        if let Err(e) = store.save_checkpoint(bank, &checkpoint).await {
-                            tracing::warn!(bank, error = %e, "checkpoint not written; the journal still holds everything");
-                        }
+                        // A newer checkpoint of the bank supersedes one not
+                        // finished yet.
+                        writes.retain(|w| w.bank != bank || w.written > 0);
+                        writes.push_back(CheckpointWrite {
+                            bank,
+                            generation,
+                            checkpoint,
+                            written: 0,
+                            chunk_bytes,
+                        });
                     }
                 }
-                CommitItem::Barrier(tx) => {
-                    let _ = tx.send(());
+                CommitItem::Barrier(tx) => barriers.push(tx),
+            }
+        }
+        if let Some(w) = writes.front_mut() {
+            if !current(w.bank, w.generation) {
+                writes.pop_front();
+                continue;
+            }
+            let (bank, batch) = (w.bank, w.checkpoint.batch);
+            let result = if w.written < w.chunks() {
+                let from = (w.written as usize * w.chunk_bytes).min(w.checkpoint.body.len());
+                let to = (from + w.chunk_bytes).min(w.checkpoint.body.len());
+                let r = store
+                    .save_checkpoint_chunk(bank, batch, w.written, &w.checkpoint.body[from..to])
+                    .await;
+                w.written += 1;
+                r.map(|_| false)
+            } else {
+                store
+                    .commit_chunked_checkpoint(bank, batch, w.checkpoint.ts, w.chunks())
+                    .await
+                    .map(|_| true)
+            };
+            match result {
+                Ok(false) => {}
+                Ok(true) => {
+                    writes.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(bank, error = %e, "checkpoint not written; the journal still holds everything");
+                    writes.pop_front();
                 }
             }
         }
     }
+    barriers.drain(..).for_each(|tx| {
+        let _ = tx.send(());
+    });
 }
 
 /// The DE39 of a code, re-exported here for callers that only hold a [`Done`].

@@ -393,30 +393,45 @@ impl Store {
         }
     }
 
-    /// Replace a bank's checkpoint.
+    /// Replace a bank's checkpoint, its body in one row.
     pub async fn save_checkpoint(&self, bank: u16, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.put_checkpoint_header(bank, cp.batch, cp.ts, &cp.body, 0)
+            .await
+    }
+
+    /// Write piece `seq` of the body of the checkpoint a later
+    /// [`Store::commit_chunked_checkpoint`] for `(bank, batch)` will name.
+    /// Each piece is its own short transaction, so the group commits of
+    /// every bank can go on between pieces of a large checkpoint.
+    pub async fn save_checkpoint_chunk(
+        &self,
+        bank: u16,
+        batch: u64,
+        seq: u32,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => {
                 sqlx::query(
-                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, body = excluded.body",
+                    "INSERT INTO ledger_checkpoint_chunks (bank, batch, seq, body) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (bank, batch, seq) DO UPDATE SET body = excluded.body",
                 )
                 .bind(bank as i64)
-                .bind(cp.batch as i64)
-                .bind(cp.ts as i64)
-                .bind(&cp.body[..])
+                .bind(batch as i64)
+                .bind(i64::from(seq))
+                .bind(body)
                 .execute(pool)
                 .await?;
             }
             Store::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, body = excluded.body",
+                    "INSERT INTO ledger_checkpoint_chunks (bank, batch, seq, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (bank, batch, seq) DO UPDATE SET body = excluded.body",
                 )
                 .bind(bank as i32)
-                .bind(cp.batch as i64)
-                .bind(cp.ts as i64)
-                .bind(&cp.body[..])
+                .bind(batch as i64)
+                .bind(seq as i32)
+                .bind(body)
                 .execute(pool)
                 .await?;
             }
@@ -424,11 +439,89 @@ impl Store {
         Ok(())
     }
 
-    /// A bank's latest checkpoint.
+    /// Make the checkpoint whose `chunks` pieces were written by
+    /// [`Store::save_checkpoint_chunk`] the bank's checkpoint, and drop the
+    /// pieces of every other checkpoint of the bank.
+    pub async fn commit_chunked_checkpoint(
+        &self,
+        bank: u16,
+        batch: u64,
+        ts: u64,
+        chunks: u32,
+    ) -> Result<(), StoreError> {
+        self.put_checkpoint_header(bank, batch, ts, &[], chunks)
+            .await
+    }
+
+    /// Upsert a bank's checkpoint row and drop chunks no longer named by it,
+    /// in one transaction.
+    async fn put_checkpoint_header(
+        &self,
+        bank: u16,
+        batch: u64,
+        ts: u64,
+        body: &[u8],
+        chunks: u32,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body, chunks) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, \
+                     body = excluded.body, chunks = excluded.chunks",
+                )
+                .bind(bank as i64)
+                .bind(batch as i64)
+                .bind(ts as i64)
+                .bind(body)
+                .bind(i64::from(chunks))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM ledger_checkpoint_chunks WHERE bank = ? AND (batch <> ? OR seq >= ?)",
+                )
+                .bind(bank as i64)
+                .bind(batch as i64)
+                .bind(i64::from(chunks))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO ledger_checkpoints (bank, batch, ts, body, chunks) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (bank) DO UPDATE SET batch = excluded.batch, ts = excluded.ts, \
+                     body = excluded.body, chunks = excluded.chunks",
+                )
+                .bind(bank as i32)
+                .bind(batch as i64)
+                .bind(ts as i64)
+                .bind(body)
+                .bind(chunks as i32)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM ledger_checkpoint_chunks WHERE bank = $1 AND (batch <> $2 OR seq >= $3)",
+                )
+                .bind(bank as i32)
+                .bind(batch as i64)
+                .bind(chunks as i32)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A bank's latest checkpoint (its body reassembled if it was written in
+    /// chunks).
     pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
         let row = match self {
             Store::Sqlite(pool) => {
-                sqlx::query("SELECT batch, ts, body FROM ledger_checkpoints WHERE bank = ?")
+                sqlx::query("SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = ?")
                     .bind(bank as i64)
                     .fetch_optional(pool)
                     .await?
@@ -437,24 +530,71 @@ impl Store {
                             r.get::<i64, _>(0),
                             r.get::<i64, _>(1),
                             r.get::<Vec<u8>, _>(2),
+                            r.get::<i64, _>(3),
                         )
                     })
             }
-            Store::Postgres(pool) => {
-                sqlx::query("SELECT batch, ts, body FROM ledger_checkpoints WHERE bank = $1")
-                    .bind(bank as i32)
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|r| {
-                        (
-                            r.get::<i64, _>(0),
-                            r.get::<i64, _>(1),
-                            r.get::<Vec<u8>, _>(2),
-                        )
-                    })
-            }
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = $1",
+            )
+            .bind(bank as i32)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0),
+                    r.get::<i64, _>(1),
+                    r.get::<Vec<u8>, _>(2),
+                    i64::from(r.get::<i32, _>(3)),
+                )
+            }),
         };
-        Ok(row.map(|(batch, ts, body)| Checkpoint {
+        let Some((batch, ts, mut body, chunks)) = row else {
+            return Ok(None);
+        };
+        if chunks > 0 {
+            let pieces: Vec<(i64, Vec<u8>)> = match self {
+                Store::Sqlite(pool) => {
+                    sqlx::query_as(
+                        "SELECT seq, body FROM ledger_checkpoint_chunks \
+                         WHERE bank = ? AND batch = ? AND seq < ? ORDER BY seq",
+                    )
+                    .bind(bank as i64)
+                    .bind(batch)
+                    .bind(chunks)
+                    .fetch_all(pool)
+                    .await?
+                }
+                Store::Postgres(pool) => sqlx::query(
+                    "SELECT seq, body FROM ledger_checkpoint_chunks \
+                     WHERE bank = $1 AND batch = $2 AND seq < $3 ORDER BY seq",
+                )
+                .bind(bank as i32)
+                .bind(batch)
+                .bind(chunks as i32)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| (i64::from(r.get::<i32, _>(0)), r.get::<Vec<u8>, _>(1)))
+                .collect(),
+            };
+            let in_order = pieces
+                .iter()
+                .enumerate()
+                .all(|(i, (seq, _))| *seq == i as i64);
+            if pieces.len() as i64 != chunks || !in_order {
+                return Err(StoreError::Corrupt {
+                    bank,
+                    batch: batch as u64,
+                    why: format!("checkpoint names {chunks} chunks, {} found", pieces.len()),
+                });
+            }
+            body = Vec::with_capacity(pieces.iter().map(|(_, b)| b.len()).sum());
+            for (_, piece) in pieces {
+                body.extend_from_slice(&piece);
+            }
+        }
+        Ok(Some(Checkpoint {
             batch: batch as u64,
             ts: ts as u64,
             body,
