@@ -1,8 +1,9 @@
 //! Transparent huge pages for the ledger's big tables: off unless the
 //! environment says `KKS_HUGE_PAGES=on`.
 //!
-//! Why they can help: the cards, the accounts, the two indexes and the key
-//! records are read at random, and at national scale they are gigabytes.
+//! Why they can help: the cards, the accounts and the two indexes are read
+//! at random (the key records live in blocks smaller than a huge page,
+//! `blocks.rs`), and at national scale they are gigabytes.
 //! With 4 KiB pages nearly every random read also misses the TLB and waits
 //! for a page walk, and the CPU walks only a couple of pages at a time,
 //! which caps how many of `Ledger::warm`'s prefetches are really in flight;
@@ -29,8 +30,6 @@
 //! declines, these are plain vectors: the advice is a hint and failure is
 //! harmless.
 
-use std::collections::VecDeque;
-
 /// The huge page size on x86_64 and aarch64 Linux.
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -49,18 +48,6 @@ pub(crate) fn push<T>(v: &mut Vec<T>, item: T) {
     v.push(item);
     if v.capacity() != capacity {
         advise_vec(v);
-    }
-}
-
-/// [`push`] for a queue.
-pub(crate) fn push_back<T>(q: &mut VecDeque<T>, item: T) {
-    let capacity = q.capacity();
-    q.push_back(item);
-    if q.capacity() != capacity {
-        // Only the occupied part is known to lie inside the buffer.
-        let (front, back) = q.as_slices();
-        advise(front.as_ptr(), front.len());
-        advise(back.as_ptr(), back.len());
     }
 }
 
@@ -106,17 +93,9 @@ mod tests {
     #[test]
     fn ledger_huge_vectors_keep_their_items_in_order() {
         let mut v: Vec<u64> = Vec::new();
-        let mut q: VecDeque<u64> = VecDeque::new();
-        let mut model: VecDeque<u64> = VecDeque::new();
         for n in 0..1_000_000u64 {
             push(&mut v, n);
-            push_back(&mut q, n);
-            model.push_back(n);
-            if n % 3 == 0 {
-                assert_eq!(q.pop_front(), model.pop_front());
-            }
         }
         assert!(v.iter().copied().eq(0..1_000_000));
-        assert_eq!(q, model);
     }
 }

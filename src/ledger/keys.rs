@@ -5,8 +5,9 @@
 //! path touches (one record per request for the whole retention window,
 //! tens of millions at national scale), and it is a sliding window: keys
 //! are added at the back and expire from the front. So records live in a
-//! `VecDeque` in arrival order (appends are sequential writes, expiry pops
-//! the front, iteration for checkpoints is in order for free), and the
+//! deque of shared blocks in arrival order (`blocks.rs`: appends are
+//! sequential writes, expiry pops the front, iteration for checkpoints is
+//! in order for free, and a checkpoint's copy shares the blocks), and the
 //! index ([`ProbeTable`]) maps a 64-bit seeded digest of the key to the
 //! record's sequence number in 16-byte slots, so a lookup costs one cache
 //! line instead of the four a map holding 184-byte records costs.
@@ -20,9 +21,9 @@
 //! lookup is still one probe (a second map would cost every new key a second,
 //! unprefetched miss to prove it is not a kept credit).
 
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
+use super::blocks::Blocks;
 use super::hash::{FastMap, FastState};
 use super::state::{KeyOp, KeyRecord};
 use super::table::{ProbeTable, Slot};
@@ -40,6 +41,24 @@ enum Place {
     Kept(usize),
 }
 
+/// A copy of a key store's records taken by [`KeyStore::frozen`].
+#[derive(Clone, Debug)]
+pub(crate) struct FrozenKeys {
+    kept: Blocks<(RequestKey, KeyRecord)>,
+    records: Blocks<(RequestKey, KeyRecord)>,
+}
+
+impl FrozenKeys {
+    /// Records in arrival order, as [`KeyStore::iter`] gave them.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(RequestKey, KeyRecord)> + '_ {
+        self.kept.iter().chain(self.records.iter())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.kept.len() + self.records.len()
+    }
+}
+
 /// See the module header.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyStore {
@@ -50,12 +69,13 @@ pub(crate) struct KeyStore {
     /// Full key → place, for keys whose digest was taken.
     overflow: FastMap<RequestKey, u64>,
     /// Records in arrival order; `records[i]` has sequence `first + i`.
-    records: VecDeque<(RequestKey, KeyRecord)>,
+    /// Shared blocks, so a checkpoint's copy of the store is cheap.
+    records: Blocks<(RequestKey, KeyRecord)>,
     first: u64,
     /// Disbursement credits past the retention window, oldest first: a
     /// credit's key is its (program, period, family) and must never be
     /// forgotten, or a re-run payment file would pay twice (DESIGN §4).
-    kept: Vec<(RequestKey, KeyRecord)>,
+    kept: Blocks<(RequestKey, KeyRecord)>,
     /// Tests only: every key gets the same digest, to exercise `overflow`.
     #[cfg(test)]
     collide_all: bool,
@@ -67,9 +87,9 @@ impl KeyStore {
             digest: FastState::new(),
             index: ProbeTable::new(),
             overflow: FastMap::default(),
-            records: VecDeque::new(),
+            records: Blocks::new(),
             first: 0,
-            kept: Vec::new(),
+            kept: Blocks::new(),
             #[cfg(test)]
             collide_all: false,
         }
@@ -149,7 +169,7 @@ impl KeyStore {
         if !self.index.insert(digest, slot, |s| s.a == digest, |s| s.a) {
             self.overflow.insert(key, seq);
         }
-        super::huge::push_back(&mut self.records, (key, record));
+        self.records.push_back((key, record));
     }
 
     /// The oldest record.
@@ -168,7 +188,7 @@ impl KeyStore {
         let is = |s: &Slot| s.a == digest && s.b == seq;
         if record.op == KeyOp::Credit {
             let kept = KEPT | self.kept.len() as u64;
-            super::huge::push(&mut self.kept, (key, record));
+            self.kept.push_back((key, record));
             if !self.index.replace(digest, is, Slot { a: digest, b: kept }) {
                 let moved = self.overflow.insert(key, kept);
                 assert_eq!(moved, Some(seq), "key store index lost a key");
@@ -193,17 +213,26 @@ impl KeyStore {
         self.kept.len() + self.records.len()
     }
 
+    /// The records in arrival order, as of now, sharing memory with the
+    /// store (see `blocks.rs`): kept credits, then live records.
+    pub(crate) fn frozen(&self) -> FrozenKeys {
+        FrozenKeys {
+            kept: self.kept.clone(),
+            records: self.records.clone(),
+        }
+    }
+
     /// Starts loading the memory the next `count` appended records will be
-    /// written to: the ring slots after the newest record, last written a
-    /// retention window ago and so never in cache. (If the ring wraps or
-    /// grows first, the hint is wasted, nothing more.)
+    /// written to: the newest block's free slots after the newest record,
+    /// never in cache. (If the block fills first, the hint is wasted,
+    /// nothing more.)
     pub(crate) fn prefetch_appends(&self, count: usize) {
-        let Some(newest) = self.records.back() else {
+        let Some(next) = self.records.next_slot() else {
             return;
         };
         let size = std::mem::size_of::<(RequestKey, KeyRecord)>();
-        let next = (newest as *const (RequestKey, KeyRecord)).cast::<u8>();
-        for offset in (size..size * (count + 1)).step_by(64) {
+        let next = next.cast::<u8>();
+        for offset in (0..size * count).step_by(64) {
             super::table::prefetch_address(next.wrapping_add(offset));
         }
     }

@@ -72,6 +72,7 @@
 //! backed by huge pages (`huge.rs`, opt-in). A purchase allocates nothing
 //! once the tables and the [`Effects`] vectors have grown.
 
+mod blocks;
 mod codes;
 mod command;
 mod config;
@@ -100,7 +101,7 @@ pub use outcome::{
     ApprovalCode, Balances, BlockReason, Code, Effects, Outcome, Posting, PostingKind, Reply, Span,
     SweepLine,
 };
-pub use snapshot::{Counters, InvariantViolation, Snapshot};
+pub use snapshot::{Counters, InvariantViolation, Snapshot, SnapshotImage};
 pub use state::{
     Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, Posted, Wallet,
     SOURCE_ACCOUNT, TREASURY_ACCOUNT,

@@ -638,7 +638,8 @@ impl Shard {
         let Some(ledger) = self.ledger.as_ref() else {
             return;
         };
-        let snap = ledger.snapshot();
+        // Accounts and cards are copied here; key records are shared.
+        let snap = ledger.snapshot_image();
         let batch = ledger.counters().batches;
         let (bank, generation, ts) = (self.bank, self.generation, self.last_ts);
         let commit = self.commit.clone();

@@ -1392,3 +1392,40 @@ fn sizes_stay_small() {
     assert!(std::mem::offset_of!(Card, wallets) >= 64);
     assert!(std::mem::offset_of!(Card, purchased) + 8 <= 64);
 }
+
+#[test]
+fn snapshot_image_encodes_as_the_snapshot_and_stays_frozen() {
+    let mut w = World::new();
+    w.fund(pan(1), 100_000 * RP, 0);
+    // More keys than one block holds, a kept credit and an expired purchase.
+    for b in 0..6u64 {
+        w.now += 10;
+        let batch: Vec<Command> = (0..1000u64)
+            .map(|i| purchase(&format!("P{}", b * 1000 + i), Program::Pkh, pan(1), 1))
+            .collect();
+        assert!(w.run(&batch).iter().all(|o| o.code() == Code::Approved));
+    }
+    w.now += 10;
+    w.one(Command::ExpireKeys { before: T0 + 11 });
+    let snap = w.ledger.snapshot();
+    let image = w.ledger.snapshot_image();
+    let bytes = postcard::to_stdvec(&snap).expect("snapshot encodes");
+    assert_eq!(postcard::to_stdvec(&image).expect("image encodes"), bytes);
+    assert_eq!(image.keys_len(), snap.keys.len());
+    // The ledger goes on: an old record is marked reversed (its block is
+    // shared with the image), new keys are added, more keys expire.
+    w.now += 10;
+    assert_eq!(w.code(reversal("R1", "P1500", pan(1), 1)), Code::Approved);
+    for i in 0..5000u64 {
+        w.one(purchase(&format!("Q{i}"), Program::Pkh, pan(1), 1));
+    }
+    w.now += 10;
+    w.one(Command::ExpireKeys { before: T0 + 35 });
+    assert_ne!(w.ledger.snapshot(), snap);
+    // The image still says what the ledger held when it was taken.
+    let later = postcard::to_stdvec(&image).expect("image encodes");
+    assert_eq!(later, bytes, "the image changed with the ledger");
+    let back: Snapshot = postcard::from_bytes(&later).expect("reads back as a snapshot");
+    assert_eq!(back, snap);
+    assert!(Ledger::restore(back).is_ok());
+}
