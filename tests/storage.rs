@@ -569,6 +569,7 @@ on_both!(
     checkpoints_keep_coming_as_keys_grow,
     journal_with_rows_from_before_packing,
     checkpoints_in_chunks,
+    checkpoint_reads_never_mix_checkpoints,
 );
 
 // ---------------------------------------------------------------- tests
@@ -971,6 +972,55 @@ async fn scalar_i64(store: &Store, sql: &str) -> i64 {
         Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// While new checkpoints of a bank are committed in pieces, each read of
+/// the bank's checkpoint gets one whole checkpoint: never one checkpoint's
+/// row with another's pieces, or with its pieces already dropped.
+async fn checkpoint_reads_never_mix_checkpoints(backend: Backend) {
+    let Some(db) = db::fresh(backend).await else {
+        return;
+    };
+    let store = open(&db.url).await;
+    // Checkpoint `batch` is 3 pieces of 700 bytes, every byte naming it.
+    let body = |batch: u64| vec![(batch % 251) as u8; 2100];
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for batch in 1..=150u64 {
+                for seq in 0..3u32 {
+                    let piece = &body(batch)[seq as usize * 700..(seq as usize + 1) * 700];
+                    store
+                        .save_checkpoint_chunk(2, batch, seq, piece)
+                        .await
+                        .expect("piece");
+                }
+                store
+                    .commit_chunked_checkpoint(2, batch, batch, 3)
+                    .await
+                    .expect("commit");
+            }
+        })
+    };
+    let mut reads = 0u64;
+    while !writer.is_finished() {
+        if let Some(cp) = store.load_checkpoint(2).await.expect("a whole checkpoint") {
+            assert_eq!(cp.body, body(cp.batch), "checkpoint {} mixed", cp.batch);
+            assert_eq!(cp.ts, cp.batch);
+            reads += 1;
+        }
+    }
+    writer.await.expect("writer");
+    assert!(reads > 10, "only {reads} reads overlapped the writes");
+    let last = store
+        .load_checkpoint(2)
+        .await
+        .expect("load")
+        .expect("a checkpoint");
+    assert_eq!((last.batch, last.body.len()), (150, 2100));
+    let pieces = scalar_i64(&store, "SELECT COUNT(*) FROM ledger_checkpoint_chunks").await;
+    assert_eq!(pieces, 3, "pieces of earlier checkpoints left behind");
+    store.close().await;
 }
 
 /// A checkpoint larger than `checkpoint_chunk_bytes` is written in pieces

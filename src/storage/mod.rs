@@ -517,67 +517,88 @@ impl Store {
     }
 
     /// A bank's latest checkpoint (its body reassembled if it was written in
-    /// chunks).
+    /// chunks). The checkpoint row and its chunks are read in one
+    /// transaction, so a checkpoint committed in between cannot pair one
+    /// checkpoint's row with another's chunks (or none).
     pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
-        let row = match self {
+        type Pieces = Vec<(i64, Vec<u8>)>;
+        let (row, pieces): (Option<(i64, i64, Vec<u8>, i64)>, Pieces) = match self {
             Store::Sqlite(pool) => {
-                sqlx::query("SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = ?")
-                    .bind(bank as i64)
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|r| {
-                        (
-                            r.get::<i64, _>(0),
-                            r.get::<i64, _>(1),
-                            r.get::<Vec<u8>, _>(2),
-                            r.get::<i64, _>(3),
-                        )
-                    })
-            }
-            Store::Postgres(pool) => sqlx::query(
-                "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = $1",
-            )
-            .bind(bank as i32)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| {
-                (
-                    r.get::<i64, _>(0),
-                    r.get::<i64, _>(1),
-                    r.get::<Vec<u8>, _>(2),
-                    i64::from(r.get::<i32, _>(3)),
+                // A read transaction: both reads see one snapshot.
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query(
+                    "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = ?",
                 )
-            }),
+                .bind(bank as i64)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0),
+                        r.get::<i64, _>(1),
+                        r.get::<Vec<u8>, _>(2),
+                        r.get::<i64, _>(3),
+                    )
+                });
+                let pieces = match &row {
+                    Some((batch, _, _, chunks)) if *chunks > 0 => {
+                        sqlx::query_as(
+                            "SELECT seq, body FROM ledger_checkpoint_chunks \
+                             WHERE bank = ? AND batch = ? AND seq < ? ORDER BY seq",
+                        )
+                        .bind(bank as i64)
+                        .bind(batch)
+                        .bind(chunks)
+                        .fetch_all(&mut *tx)
+                        .await?
+                    }
+                    _ => Vec::new(),
+                };
+                tx.commit().await?;
+                (row, pieces)
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query(
+                    "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = $1",
+                )
+                .bind(bank as i32)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0),
+                        r.get::<i64, _>(1),
+                        r.get::<Vec<u8>, _>(2),
+                        i64::from(r.get::<i32, _>(3)),
+                    )
+                });
+                let pieces = match &row {
+                    Some((batch, _, _, chunks)) if *chunks > 0 => sqlx::query(
+                        "SELECT seq, body FROM ledger_checkpoint_chunks \
+                         WHERE bank = $1 AND batch = $2 AND seq < $3 ORDER BY seq",
+                    )
+                    .bind(bank as i32)
+                    .bind(batch)
+                    .bind(*chunks as i32)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|r| (i64::from(r.get::<i32, _>(0)), r.get::<Vec<u8>, _>(1)))
+                    .collect(),
+                    _ => Vec::new(),
+                };
+                tx.commit().await?;
+                (row, pieces)
+            }
         };
         let Some((batch, ts, mut body, chunks)) = row else {
             return Ok(None);
         };
         if chunks > 0 {
-            let pieces: Vec<(i64, Vec<u8>)> = match self {
-                Store::Sqlite(pool) => {
-                    sqlx::query_as(
-                        "SELECT seq, body FROM ledger_checkpoint_chunks \
-                         WHERE bank = ? AND batch = ? AND seq < ? ORDER BY seq",
-                    )
-                    .bind(bank as i64)
-                    .bind(batch)
-                    .bind(chunks)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Postgres(pool) => sqlx::query(
-                    "SELECT seq, body FROM ledger_checkpoint_chunks \
-                     WHERE bank = $1 AND batch = $2 AND seq < $3 ORDER BY seq",
-                )
-                .bind(bank as i32)
-                .bind(batch)
-                .bind(chunks as i32)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| (i64::from(r.get::<i32, _>(0)), r.get::<Vec<u8>, _>(1)))
-                .collect(),
-            };
             let in_order = pieces
                 .iter()
                 .enumerate()
