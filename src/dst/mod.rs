@@ -59,7 +59,7 @@ use std::sync::Mutex;
 /// 2026-03-02 00:00:00 UTC: the ledger time of simulated millisecond 0.
 const BASE_UNIX: u64 = 1_772_409_600;
 /// Same as `shard::KEY_EXPIRY_INTERVAL_SECONDS`.
-const KEY_EXPIRY_INTERVAL_SECONDS: u64 = 3_600;
+const KEY_EXPIRY_INTERVAL_SECONDS: u64 = 1;
 /// Events kept for the failure trace.
 const TRACE_LEN: usize = 80;
 /// The PIN of every simulated card.
@@ -860,7 +860,7 @@ impl World {
                 self.restart()?;
             } else if self.chance(self.faults.pause) {
                 // The host stalls for up to 12 hours (a suspended VM): every
-                // timer is overdue at once, and WIB days and the hourly key
+                // timer is overdue at once, and WIB days and the periodic key
                 // expiry come round (retention is 30 days, far longer).
                 let ms = 60_000 + self.rng.below(12 * 3_600_000);
                 self.now += ms;
