@@ -521,8 +521,11 @@ impl Store {
     /// transaction, so a checkpoint committed in between cannot pair one
     /// checkpoint's row with another's chunks (or none).
     pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
+        /// batch, ts, body, chunks.
+        type Row = (i64, i64, Vec<u8>, i64);
+        /// seq, body.
         type Pieces = Vec<(i64, Vec<u8>)>;
-        let (row, pieces): (Option<(i64, i64, Vec<u8>, i64)>, Pieces) = match self {
+        let (row, pieces): (Option<Row>, Pieces) = match self {
             Store::Sqlite(pool) => {
                 // A read transaction: both reads see one snapshot.
                 let mut tx = pool.begin().await?;
