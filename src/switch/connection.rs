@@ -54,6 +54,21 @@ impl<A: Authorizer> Connection<A> {
             let mut sink = FramedWrite::new(wr, codec);
             let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
             while rx.recv_many(&mut batch, WRITE_BATCH_MAX).await > 0 {
+                // The answers of one group commit complete together, but
+                // this task is woken by the first and, with another worker
+                // thread free, ran before the rest reached the channel: one
+                // write per response (measured: 0.95 `writev` per response
+                // in the closed-loop bench). Yielding once lets the tasks
+                // already woken queue theirs, so they leave in one write.
+                if batch.len() < WRITE_BATCH_MAX {
+                    tokio::task::yield_now().await;
+                    while batch.len() < WRITE_BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let write_all = async {
                     for m in batch.drain(..) {
                         sink.feed(m).await?;
