@@ -3,8 +3,9 @@
 //!
 //! Why: a checkpoint must capture the key store as of one batch, and the
 //! store holds millions of records (184 bytes each). Copying them on the
-//! shard's task stalled the bank for a quarter of a second per million
-//! records, and the fresh copy cost as much again in page faults. Here a
+//! shard's task stalled the bank, and faulting in the fresh copy's pages
+//! cost as much again (memmove and page faults led the shard's profile in
+//! the bulk drill while a checkpoint was taken). Here a
 //! clone shares the blocks (one reference count per 4096 records); a block
 //! is copied only when it is written while a clone still holds it
 //! (copy-on-write), which after a checkpoint happens to the newest block

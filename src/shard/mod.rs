@@ -688,23 +688,23 @@ struct CheckpointWrite {
     checkpoint: Checkpoint,
     /// Pieces written so far.
     written: u32,
-    /// Bytes per piece.
-    chunk_bytes: usize,
 }
 
 impl CheckpointWrite {
-    fn chunks(&self) -> u32 {
-        // At least one piece, so an empty body is still a chunked checkpoint.
-        self.checkpoint.body.len().div_ceil(self.chunk_bytes).max(1) as u32
+    /// Pieces of `chunk_bytes`; at least one, so an empty body is still a
+    /// chunked checkpoint.
+    fn chunks(&self, chunk_bytes: usize) -> u32 {
+        self.checkpoint.body.len().div_ceil(chunk_bytes).max(1) as u32
     }
 }
 
 /// The one writer to the journal: makes each group of batches durable in
 /// one transaction, then completes their replies. Checkpoints are written
 /// behind the batches they cover, one piece of `chunk_bytes`
-/// ([`ShardConfig::checkpoint_chunk_bytes`]) per round between group commits, so a checkpoint of hundreds of
-/// megabytes delays commits by one chunk's write at a time instead of
-/// holding every bank's commits for the whole body. A barrier completes
+/// ([`ShardConfig::checkpoint_chunk_bytes`]) per round between group
+/// commits, so a checkpoint of hundreds of megabytes delays commits by one
+/// piece's write at a time instead of holding every bank's commits for the
+/// whole body. A barrier completes
 /// only once the checkpoints queued before it are written too.
 async fn committer(
     store: Store,
@@ -799,7 +799,6 @@ async fn committer(
                             generation,
                             checkpoint,
                             written: 0,
-                            chunk_bytes,
                         });
                     }
                 }
@@ -812,9 +811,10 @@ async fn committer(
                 continue;
             }
             let (bank, batch) = (w.bank, w.checkpoint.batch);
-            let result = if w.written < w.chunks() {
-                let from = (w.written as usize * w.chunk_bytes).min(w.checkpoint.body.len());
-                let to = (from + w.chunk_bytes).min(w.checkpoint.body.len());
+            let chunks = w.chunks(chunk_bytes);
+            let result = if w.written < chunks {
+                let from = (w.written as usize * chunk_bytes).min(w.checkpoint.body.len());
+                let to = (from + chunk_bytes).min(w.checkpoint.body.len());
                 let r = store
                     .save_checkpoint_chunk(bank, batch, w.written, &w.checkpoint.body[from..to])
                     .await;
@@ -822,7 +822,7 @@ async fn committer(
                 r.map(|_| false)
             } else {
                 store
-                    .commit_chunked_checkpoint(bank, batch, w.checkpoint.ts, w.chunks())
+                    .commit_chunked_checkpoint(bank, batch, w.checkpoint.ts, chunks)
                     .await
                     .map(|_| true)
             };

@@ -78,24 +78,30 @@ async fn packed_postings(
             })
             .collect()
         }
-        Store::Postgres(pool) => sqlx::query(
-            "SELECT bank, batch, postings FROM ledger_batches \
-             WHERE postings IS NOT NULL AND ($1::int4 IS NULL OR bank = $1) AND batch >= $2 \
-             ORDER BY bank, batch",
-        )
-        .bind(bank.map(i32::from))
-        .bind(from_batch as i64)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<i32, _>(0) as u16,
-                r.get::<i64, _>(1) as u64,
-                r.get(2),
+        Store::Postgres(pool) => {
+            // A bank range, as on SQLite: a plain predicate the primary key
+            // (bank, batch) serves, for one bank or all.
+            let (lo, hi) = bank.map_or((0, i32::MAX), |b| (i32::from(b), i32::from(b)));
+            sqlx::query(
+                "SELECT bank, batch, postings FROM ledger_batches \
+                 WHERE postings IS NOT NULL AND bank BETWEEN $1 AND $2 AND batch >= $3 \
+                 ORDER BY bank, batch",
             )
-        })
-        .collect(),
+            .bind(lo)
+            .bind(hi)
+            .bind(from_batch as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<i32, _>(0) as u16,
+                    r.get::<i64, _>(1) as u64,
+                    r.get(2),
+                )
+            })
+            .collect()
+        }
     };
     rows.into_iter()
         .map(|(bank, batch, blob)| {
@@ -217,9 +223,9 @@ const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
 /// closed.
 ///
 /// Why: SQLite otherwise checkpoints inside the COMMIT that crosses
-/// `wal_autocheckpoint` pages, so one group commit in every few thousand
-/// waited 20–40 ms for 64 MiB to be copied and the database file synced,
-/// and every request queued behind it waited too. A PASSIVE checkpoint here
+/// `wal_autocheckpoint` pages, so every so often one group commit waited
+/// for 64 MiB to be copied and the database file synced, and every request
+/// queued behind it waited too. A PASSIVE checkpoint here
 /// runs beside the writer. It cannot reset the log while commits keep
 /// coming, so the commit that crosses `wal_autocheckpoint` still checkpoints,
 /// but only the few milliseconds of frames written since this task's last
