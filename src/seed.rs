@@ -250,27 +250,77 @@ fn bank_index(bank: Bank) -> usize {
     Bank::ALL.iter().position(|&b| b == bank).unwrap_or(0)
 }
 
-/// Draws the population (pure: no I/O).
+/// Draws the population (pure: no I/O): [`Families`] collected, then
+/// [`terminals`] for the families per bank.
 pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Population {
-    let mut rng = SplitMix64::new(seed);
-    let province_weights: Vec<u64> = PROVINCES.iter().map(|p| p.2).collect();
-    // Component mix by the programs file's keys; unknown keys (a replaced
-    // file) get a small default share.
-    let mix: Vec<(u64, [u64; 3])> = programs
-        .pkh
-        .components
-        .iter()
-        .map(|c| {
-            COMPONENT_MIX
-                .iter()
-                .find(|m| m.0 == c.key)
-                .map_or((100, [900, 100, 0]), |m| (m.1, m.2))
-        })
-        .collect();
-    let mut pan_seq = [0u64; 5];
-    let mut families = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let p = &PROVINCES[rng.weighted(&province_weights)];
+    let mut gen = Families::new(programs, n, seed);
+    let families: Vec<Family> = gen.by_ref().collect();
+    let terminals = terminals(seed, mac_share, gen.per_bank());
+    Population {
+        families,
+        terminals,
+    }
+}
+
+/// The families of a population, drawn one at a time in order (so a bulk
+/// seed of tens of millions never holds them all): the same N and seed
+/// always give the same families.
+pub struct Families {
+    rng: SplitMix64,
+    province_weights: Vec<u64>,
+    /// Per component: chance (‰) of members, chances of 1, 2, 3.
+    mix: Vec<(u64, [u64; 3])>,
+    /// The component a PKH family with none drawn gets.
+    fallback: usize,
+    pan_seq: [u64; 5],
+    next: u64,
+    n: u64,
+}
+
+impl Families {
+    /// The generator of `n` families for `seed`.
+    pub fn new(programs: &Programs, n: u64, seed: u64) -> Families {
+        // Component mix by the programs file's keys; unknown keys (a
+        // replaced file) get a small default share.
+        let mix = programs
+            .pkh
+            .components
+            .iter()
+            .map(|c| {
+                COMPONENT_MIX
+                    .iter()
+                    .find(|m| m.0 == c.key)
+                    .map_or((100, [900, 100, 0]), |m| (m.1, m.2))
+            })
+            .collect();
+        Families {
+            rng: SplitMix64::new(seed),
+            province_weights: PROVINCES.iter().map(|p| p.2).collect(),
+            mix,
+            fallback: programs.component_index("sd").unwrap_or(0),
+            pan_seq: [0; 5],
+            next: 0,
+            n,
+        }
+    }
+
+    /// Families drawn so far per bank, in [`Bank::ALL`] order.
+    pub fn per_bank(&self) -> [u64; 5] {
+        self.pan_seq
+    }
+}
+
+impl Iterator for Families {
+    type Item = Family;
+
+    fn next(&mut self) -> Option<Family> {
+        if self.next >= self.n {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        let rng = &mut self.rng;
+        let p = &PROVINCES[rng.weighted(&self.province_weights)];
         let bank = Bank::ALL[rng.weighted(&p.3)];
         let regency = 1 + rng.below(20);
         let district = 1 + rng.below(30);
@@ -292,9 +342,9 @@ pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Popul
         } else {
             (true, false)
         };
-        let mut counts = vec![0u8; mix.len()];
+        let mut counts = vec![0u8; self.mix.len()];
         if pkh {
-            for (slot, (chance, sizes)) in counts.iter_mut().zip(&mix) {
+            for (slot, (chance, sizes)) in counts.iter_mut().zip(&self.mix) {
                 if rng.below(1_000) < *chance {
                     *slot = 1 + rng.weighted(sizes) as u8;
                 }
@@ -302,17 +352,16 @@ pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Popul
             if counts.iter().all(|&c| c == 0) {
                 // A PKH family has at least one member counted; school
                 // children are the commonest case.
-                let k = programs.component_index("sd").unwrap_or(0);
-                counts[k] = 1;
+                counts[self.fallback] = 1;
             }
         }
         let bi = bank_index(bank);
-        pan_seq[bi] += 1;
-        let mut digits = format!("{}{:09}", bank.test_bin(), pan_seq[bi]).into_bytes();
+        self.pan_seq[bi] += 1;
+        let mut digits = format!("{}{:09}", bank.test_bin(), self.pan_seq[bi]).into_bytes();
         digits.push(luhn_check_digit(&digits));
         let pan = String::from_utf8(digits).unwrap_or_default();
         let pin = format!("{:06}", rng.below(1_000_000));
-        families.push(Family {
+        Some(Family {
             kk,
             nik,
             bank,
@@ -322,12 +371,13 @@ pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Popul
             counts,
             pan,
             pin,
-        });
+        })
     }
-    let mut per_bank = [0u64; 5];
-    for f in &families {
-        per_bank[bank_index(f.bank)] += 1;
-    }
+}
+
+/// The e-Warong and agents for a population with `per_bank` families per
+/// bank ([`Bank::ALL`] order): about one of each per 1,000 families.
+pub fn terminals(seed: u64, mac_share: f64, per_bank: [u64; 5]) -> Vec<TerminalSpec> {
     let mut terminals = Vec::new();
     let share_per_million = (mac_share.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
     for (kind, per, prefix, mid_prefix, mcc) in [
@@ -372,10 +422,7 @@ pub fn generate(programs: &Programs, n: u64, seed: u64, mac_share: f64) -> Popul
             }
         }
     }
-    Population {
-        families,
-        terminals,
-    }
+    terminals
 }
 
 /// What to seed.
@@ -490,33 +537,24 @@ async fn seed_locked(
     if existing > 0 {
         return Err(SeedError::NotEmpty(existing));
     }
-    let pop = generate(programs, cfg.families, cfg.seed, cfg.mac_share);
-
     for bank in Bank::ALL {
         save_bank_key(store, master, bank, &bank_pvk(cfg.seed, bank)).await?;
     }
-    let terminals: Vec<Terminal> = pop
-        .terminals
-        .iter()
-        .map(|t| Terminal {
-            terminal_id: pad8(&t.terminal_id),
-            merchant: MerchantId::new(t.merchant_id.as_bytes())
-                .unwrap_or_else(|| unreachable!("merchant ids are 15 characters")),
-            kind: t.kind,
-            bank: t.bank,
-            mcc: mcc4(t.mcc),
-            pin_key: PinKey::from_bytes(&t.pin_key).unwrap_or_else(|_| unreachable!("16 bytes")),
-            mac_key: t
-                .mac_key
-                .map(|k| MacKey::from_bytes(&k).unwrap_or_else(|_| unreachable!("32 bytes"))),
-        })
-        .collect();
-    save_terminals(store, master, &terminals).await?;
 
-    open_accounts(writer, &pop, cfg.seed).await?;
-
-    let pb = progress(pop.families.len() as u64, "families");
-    for chunk in pop.families.chunks(CHUNK) {
+    // Families in chunks: each chunk's cards opened at all banks at once,
+    // then its rows stored. Only the CSV files need every family at the
+    // end; without them nothing is kept, so a bulk fixture of tens of
+    // millions of families never holds them all.
+    let pvks: Vec<PvKey> = Bank::ALL.iter().map(|&b| bank_pvk(cfg.seed, b)).collect();
+    let mut gen = Families::new(programs, cfg.families, cfg.seed);
+    let mut kept = Vec::new();
+    let pb = progress(cfg.families, "families");
+    loop {
+        let chunk: Vec<Family> = gen.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        open_cards(writer, &chunk, &pvks).await?;
         let rows: Vec<FamilyRow> = chunk
             .iter()
             .map(|f| FamilyRow {
@@ -532,26 +570,52 @@ async fn seed_locked(
             .collect();
         store.put_families(&rows).await?;
         pb.inc(chunk.len() as u64);
+        if !cfg.skip_files {
+            kept.extend(chunk);
+        }
     }
     pb.finish_and_clear();
+    let per_bank = gen.per_bank();
 
-    if !cfg.skip_files {
-        write_files(&cfg.out, programs, &pop)?;
-    }
+    let specs = terminals(cfg.seed, cfg.mac_share, per_bank);
+    let registered: Vec<Terminal> = specs
+        .iter()
+        .map(|t| Terminal {
+            terminal_id: pad8(&t.terminal_id),
+            merchant: MerchantId::new(t.merchant_id.as_bytes())
+                .unwrap_or_else(|| unreachable!("merchant ids are 15 characters")),
+            kind: t.kind,
+            bank: t.bank,
+            mcc: mcc4(t.mcc),
+            pin_key: PinKey::from_bytes(&t.pin_key).unwrap_or_else(|_| unreachable!("16 bytes")),
+            mac_key: t
+                .mac_key
+                .map(|k| MacKey::from_bytes(&k).unwrap_or_else(|_| unreachable!("32 bytes"))),
+        })
+        .collect();
+    save_terminals(store, master, &registered).await?;
+    open_terminals(writer, &specs).await?;
+
     let mut report = SeedReport {
         families: cfg.families,
         ..SeedReport::default()
     };
-    for t in &pop.terminals {
+    for t in &specs {
         match t.kind {
             TerminalKind::Ewarong => report.ewarong += 1,
             _ => report.agents += 1,
         }
         report.mac_terminals += u64::from(t.mac_key.is_some());
     }
-    for bank in Bank::ALL {
-        let n = pop.families.iter().filter(|f| f.bank == bank).count() as u64;
-        report.per_bank.push((bank, n));
+    for (bank, n) in Bank::ALL.iter().zip(per_bank) {
+        report.per_bank.push((*bank, n));
+    }
+    if !cfg.skip_files {
+        let pop = Population {
+            families: kept,
+            terminals: specs,
+        };
+        write_files(&cfg.out, programs, &pop)?;
     }
     Ok(report)
 }
@@ -572,50 +636,38 @@ fn mcc4(s: &str) -> [u8; 4] {
     m
 }
 
-async fn open_accounts(writer: &Writer, pop: &Population, seed: u64) -> Result<(), SeedError> {
-    let pb = progress(
-        pop.families.len() as u64 + pop.terminals.len() as u64,
-        "accounts",
-    );
-    let check = |bank: Bank, what: &dyn Fn(usize) -> String, done: &[crate::shard::Done]| {
-        for (i, d) in done.iter().enumerate() {
-            // AlreadyExists: a seed interrupted after opening and run again.
-            if !matches!(d.reply.code, Code::Approved | Code::AlreadyExists) {
-                return Err(SeedError::Declined {
-                    bank: bank.name(),
-                    what: what(i),
-                    code: d.reply.code,
-                });
-            }
+/// Fails unless every answer is an approval (or `AlreadyExists`: a seed
+/// interrupted after opening and run again).
+fn check_opened(
+    bank: Bank,
+    what: &dyn Fn(usize) -> String,
+    done: &[crate::shard::Done],
+) -> Result<(), SeedError> {
+    for (i, d) in done.iter().enumerate() {
+        if !matches!(d.reply.code, Code::Approved | Code::AlreadyExists) {
+            return Err(SeedError::Declined {
+                bank: bank.name(),
+                what: what(i),
+                code: d.reply.code,
+            });
         }
-        Ok(())
-    };
-    for bank in Bank::ALL {
-        let code = BankCode(bank.code_number());
-        let terms: Vec<&TerminalSpec> = pop.terminals.iter().filter(|t| t.bank == bank).collect();
-        let cmds: Vec<Command> = terms
-            .iter()
-            .map(|t| Command::OpenTerminalAccount {
-                merchant: MerchantId::new(t.merchant_id.as_bytes())
-                    .unwrap_or_else(|| unreachable!("15 characters")),
-                kind: t.kind,
-            })
-            .collect();
-        let done = writer
-            .execute_many(code, cmds)
-            .await
-            .map_err(SeedError::Unavailable)?;
-        check(
-            bank,
-            &|i| format!("terminal account {}", terms[i].merchant_id),
-            &done,
-        )?;
-        pb.inc(terms.len() as u64);
+    }
+    Ok(())
+}
 
-        let pvk = bank_pvk(seed, bank);
-        let fams: Vec<&Family> = pop.families.iter().filter(|f| f.bank == bank).collect();
-        for chunk in fams.chunks(CHUNK) {
-            let cmds: Vec<Command> = chunk
+/// Opens the cards of `families` at their banks, every bank at once.
+async fn open_cards(writer: &Writer, families: &[Family], pvks: &[PvKey]) -> Result<(), SeedError> {
+    let mut per_bank: Vec<(Bank, Vec<&Family>)> =
+        Bank::ALL.iter().map(|&b| (b, Vec::new())).collect();
+    for f in families {
+        per_bank[bank_index(f.bank)].1.push(f);
+    }
+    let runs = per_bank
+        .iter()
+        .filter(|(_, fams)| !fams.is_empty())
+        .map(|(bank, fams)| {
+            let pvk = &pvks[bank_index(*bank)];
+            let cmds: Vec<Command> = fams
                 .iter()
                 .map(|f| {
                     let pan = crate::pan::Pan::parse(f.pan.as_bytes())
@@ -625,20 +677,47 @@ async fn open_accounts(writer: &Writer, pop: &Population, seed: u64) -> Result<(
                         pan: crate::ledger::Pan::from_digits(f.pan.as_bytes())
                             .unwrap_or_else(|| unreachable!("16 digits")),
                         family: FamilyId(f.kk),
-                        pvv: Pvv(pin_verification_value(&pvk, &pan, &pin)),
+                        pvv: Pvv(pin_verification_value(pvk, &pan, &pin)),
                         status: CardStatus::Active,
                     }
                 })
                 .collect();
-            let done = writer
-                .execute_many(code, cmds)
-                .await
-                .map_err(SeedError::Unavailable)?;
-            check(bank, &|i| format!("card of family {}", chunk[i].kk), &done)?;
-            pb.inc(chunk.len() as u64);
-        }
+            async move {
+                let done = writer
+                    .execute_many(BankCode(bank.code_number()), cmds)
+                    .await
+                    .map_err(SeedError::Unavailable)?;
+                check_opened(*bank, &|i| format!("card of family {}", fams[i].kk), &done)
+            }
+        });
+    for r in futures::future::join_all(runs).await {
+        r?;
     }
-    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Opens the settlement accounts of the terminals at their banks.
+async fn open_terminals(writer: &Writer, terminals: &[TerminalSpec]) -> Result<(), SeedError> {
+    for bank in Bank::ALL {
+        let terms: Vec<&TerminalSpec> = terminals.iter().filter(|t| t.bank == bank).collect();
+        let cmds: Vec<Command> = terms
+            .iter()
+            .map(|t| Command::OpenTerminalAccount {
+                merchant: MerchantId::new(t.merchant_id.as_bytes())
+                    .unwrap_or_else(|| unreachable!("15 characters")),
+                kind: t.kind,
+            })
+            .collect();
+        let done = writer
+            .execute_many(BankCode(bank.code_number()), cmds)
+            .await
+            .map_err(SeedError::Unavailable)?;
+        check_opened(
+            bank,
+            &|i| format!("terminal account {}", terms[i].merchant_id),
+            &done,
+        )?;
+    }
     Ok(())
 }
 

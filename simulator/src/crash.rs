@@ -841,8 +841,7 @@ async fn read_journal(
     let store = Store::open(url).await.map_err(|e| e.to_string())?;
     let mut out: HashMap<ReqKey, Journaled> = HashMap::new();
     for (bank, batch, body) in checkpoints {
-        let snap: Snapshot =
-            postcard::from_bytes(body).map_err(|e| format!("bank {bank}: checkpoint: {e}"))?;
+        let snap = Snapshot::decode(body).map_err(|e| format!("bank {bank}: checkpoint: {e}"))?;
         let mut ledger =
             Ledger::restore(snap).map_err(|e| format!("bank {bank}: checkpoint: {e}"))?;
         let mut fx = Effects::with_capacity(1024);

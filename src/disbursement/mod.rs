@@ -19,8 +19,7 @@ pub use orders::{
 
 use crate::admin::{Writer, WriterError};
 use crate::ledger::{
-    BankCode, CardRef, Code, Command, Credit, FamilyId, Fingerprint, Ledger, Program, Request,
-    RequestKey, BATCH_COMMANDS_MAX,
+    BankCode, Code, Command, FamilyId, Ledger, PeriodCredit, Program, BATCH_COMMANDS_MAX,
 };
 use crate::pan::Bank;
 use crate::programs::{program_name, rupiah, Period, Programs};
@@ -230,7 +229,9 @@ pub struct DisburseConfig {
     pub report: Option<PathBuf>,
 }
 
-/// The credit's idempotency key.
+/// The credit's name in reports, `PKH:<yyyy>-T<n>:<kk>` or
+/// `BPNT:<yyyy-mm>:<kk>` (the idempotency key of the keyed credits earlier
+/// builds sent, which the ledger still honours).
 pub fn credit_key(program: Program, period: &Period, part: &Part) -> String {
     match part.month {
         Some(m) => format!("{}:{m}:{}", program_name(program), part.kk),
@@ -238,16 +239,24 @@ pub fn credit_key(program: Program, period: &Period, part: &Part) -> String {
     }
 }
 
+/// The ledger's number for the period a part pays: `year * 12 + month - 1`
+/// for a BPNT month, `year * 12 + tahap - 1` for a PKH tahap (at most 12
+/// tahap a year, checked when `programs.toml` is loaded).
+pub fn period_number(period: &Period, part: &Part) -> u16 {
+    let (year, index) = match (part.month, period) {
+        (Some(m), _) => (m.year, u16::from(m.month)),
+        (None, Period::Tahap { year, tahap }) => (*year, u16::from(*tahap)),
+        (None, Period::Months { first, .. }) => (first.year, u16::from(first.month)),
+    };
+    // Years are 2000..=2099 and index 1..=12: far below PERIOD_MAX.
+    year * 12 + index - 1
+}
+
 fn command(program: Program, period: &Period, part: &Part) -> Command {
-    let key = credit_key(program, period, part);
-    Command::Credit(Credit {
-        request: Request {
-            // ≤ 4 + 1 + 7 + 1 + 20 bytes: always fits.
-            key: RequestKey::new(key.as_bytes()).unwrap_or_else(|| unreachable!("short key")),
-            fingerprint: Fingerprint::ZERO,
-        },
+    Command::PeriodCredit(PeriodCredit {
         program,
-        card: CardRef::Family(FamilyId(part.kk)),
+        period: period_number(period, part),
+        family: FamilyId(part.kk),
         amount: part.amount,
     })
 }
@@ -326,36 +335,44 @@ async fn run_with(
     drop(families);
     drop(rows);
 
-    // Apply, bank by bank.
+    // Apply: every bank's shard at once (each bank is its own writer), or
+    // bank by bank on in-memory copies for a dry run.
     let mut results = vec![PartResult::Credited; plan.parts.len()];
     let pb = progress(
         plan.parts.len() as u64,
         if cfg.dry_run { "dry run" } else { "credits" },
     );
-    for bank in Bank::ALL {
-        let idx: Vec<usize> = (0..plan.parts.len())
-            .filter(|&i| plan.parts[i].bank == bank)
-            .collect();
-        if idx.is_empty() {
-            continue;
+    let mut per_bank: Vec<(BankCode, Vec<usize>)> = Bank::ALL
+        .iter()
+        .map(|b| (BankCode(b.code_number()), Vec::new()))
+        .collect();
+    for (i, part) in plan.parts.iter().enumerate() {
+        if let Some(slot) = per_bank
+            .iter_mut()
+            .find(|(c, _)| c.0 == part.bank.code_number())
+        {
+            slot.1.push(i);
         }
-        let code = BankCode(bank.code_number());
-        match writer {
-            Some(w) => {
-                apply_live(
-                    w,
-                    code,
-                    cfg.program,
-                    &period,
-                    &plan,
-                    &idx,
-                    &mut results,
-                    &pb,
-                )
-                .await?
+    }
+    per_bank.retain(|(_, idx)| !idx.is_empty());
+    match writer {
+        Some(w) => {
+            let runs = per_bank
+                .iter()
+                .map(|(code, idx)| apply_live(w, *code, cfg.program, &period, &plan, idx, &pb));
+            for (got, (_, idx)) in futures::future::join_all(runs)
+                .await
+                .into_iter()
+                .zip(&per_bank)
+            {
+                for (r, &i) in got?.into_iter().zip(idx) {
+                    results[i] = r;
+                }
             }
-            None => {
-                let (mut ledger, _) = recover(store, programs.ledger_config(code)).await?;
+        }
+        None => {
+            for (code, idx) in &per_bank {
+                let (mut ledger, _) = recover(store, programs.ledger_config(*code)).await?;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -366,7 +383,7 @@ async fn run_with(
                     cfg.program,
                     &period,
                     &plan,
-                    &idx,
+                    idx,
                     &mut results,
                     &pb,
                 );
@@ -420,7 +437,8 @@ fn apply_dry(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One bank's parts (`idx`, into `plan.parts`) through its shard, in
+/// chunks; the results in `idx` order.
 async fn apply_live(
     writer: &Writer,
     bank: BankCode,
@@ -428,9 +446,9 @@ async fn apply_live(
     period: &Period,
     plan: &Plan,
     idx: &[usize],
-    results: &mut [PartResult],
     pb: &indicatif::ProgressBar,
-) -> Result<(), DisburseError> {
+) -> Result<Vec<PartResult>, DisburseError> {
+    let mut results = Vec::with_capacity(idx.len());
     for chunk in idx.chunks(CHUNK) {
         let cmds: Vec<Command> = chunk
             .iter()
@@ -440,12 +458,10 @@ async fn apply_live(
             .execute_many(bank, cmds)
             .await
             .map_err(DisburseError::Unavailable)?;
-        for (d, &i) in done.iter().zip(chunk) {
-            results[i] = classify(d.reply.code, d.replayed);
-        }
+        results.extend(done.iter().map(|d| classify(d.reply.code, d.replayed)));
         pb.inc(chunk.len() as u64);
     }
-    Ok(())
+    Ok(results)
 }
 
 fn summarize(plan: &Plan, results: &[PartResult], program: Program, _period: &Period) -> Summary {

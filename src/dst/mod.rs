@@ -999,7 +999,7 @@ impl World {
     fn recover(&self, bank: u16) -> Result<Ledger, Failure> {
         let config = self.banks[&bank].config;
         let cp = &self.durable.checkpoint[&bank];
-        let mut snap: Snapshot = postcard::from_bytes(&cp.body)
+        let mut snap = Snapshot::decode(&cp.body)
             .map_err(|e| self.fail(format!("bank {bank}: checkpoint does not decode: {e}")))?;
         snap.config.bank = config.bank;
         let mut ledger = Ledger::restore(snap)

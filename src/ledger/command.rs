@@ -144,6 +144,32 @@ pub struct Credit {
     pub amount: Amount,
 }
 
+/// A disbursement credit for one family's period of one program, from the
+/// ministry's source account to the family's current card.
+///
+/// Why not a [`Credit`] with a key: a wave credits every family of a bank,
+/// and its idempotency is exactly "once per (family, program, period)"
+/// (DESIGN §4), for as long as the card exists, not for a key retention
+/// window. The card keeps the periods credited as a bitmap
+/// ([`Marks`](crate::ledger::Marks)), so a repeat is answered as already
+/// credited (approved, replayed, no effect) whatever its amount, with no
+/// key record stored. It is also the journal's smallest credit (about
+/// 16 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PeriodCredit {
+    /// The wallet credited.
+    pub program: Program,
+    /// The period as one number: a BPNT month is `year * 12 + month - 1`, a
+    /// PKH tahap `year * 12 + tahap - 1` (see
+    /// [`period_number`](crate::disbursement::period_number)); at most
+    /// [`PERIOD_MAX`](crate::ledger::PERIOD_MAX).
+    pub period: u16,
+    /// The family, whose current card is credited.
+    pub family: FamilyId,
+    /// Amount, > 0.
+    pub amount: Amount,
+}
+
 /// Everything that can change the books. See the module header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Command {
@@ -236,6 +262,10 @@ pub enum Command {
         /// Keys with a timestamp strictly below this are dropped.
         before: u64,
     },
+    /// A disbursement credit, idempotent per (family, program, period).
+    /// Last in the enum: journals written before it existed decode as they
+    /// were.
+    PeriodCredit(PeriodCredit),
 }
 
 impl Command {

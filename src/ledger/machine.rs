@@ -8,7 +8,9 @@
 //! of checks for card transactions is INTERFACE §5's; the first failing
 //! check decides the code, and nothing after it runs.
 
-use super::command::{Acceptor, CardRef, Command, Credit, Inquiry, Payment, Precheck, Reversal};
+use super::command::{
+    Acceptor, CardRef, Command, Credit, Inquiry, Payment, PeriodCredit, Precheck, Reversal,
+};
 use super::config::{LedgerConfig, RuleSet};
 use super::hash::FastMap;
 use super::keys::KeyStore;
@@ -17,8 +19,8 @@ use super::outcome::{
     SweepLine,
 };
 use super::state::{
-    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, Posted, Wallet, SOURCE_ACCOUNT,
-    TREASURY_ACCOUNT,
+    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, MarkError, Posted, Wallet,
+    SOURCE_ACCOUNT, TREASURY_ACCOUNT,
 };
 use super::table::{prefetch, PanIndex};
 use super::types::{
@@ -30,6 +32,10 @@ use super::types::{
 /// per group commit; the bound keeps posting indices in `u32` and a batch's
 /// latency predictable.
 pub const BATCH_COMMANDS_MAX: usize = 65_536;
+
+/// Highest period number a [`PeriodCredit`] may carry (so a mark window
+/// never runs past `u16::MAX`); the year 5000's last month is below it.
+pub const PERIOD_MAX: u16 = u16::MAX - 64;
 
 /// Most accounts (and cards) one ledger holds: ids are `u32`.
 pub const ACCOUNTS_MAX: usize = u32::MAX as usize;
@@ -152,6 +158,11 @@ pub struct Ledger {
     pub(crate) interbank: Vec<(BankCode, AccountId)>,
     /// Idempotency records, oldest first.
     pub(crate) keys: KeyStore,
+    /// How many of `keys` are credits ([`KeyOp::Credit`], which expiry
+    /// keeps); derived, not state. While there are any, a [`PeriodCredit`]
+    /// also looks for the keyed credit that paid its period before period
+    /// credits existed.
+    pub(crate) credit_keys: usize,
     /// Latest batch timestamp (timestamps are clamped to never go back).
     pub(crate) now: u64,
     /// Approvals so far (the approval code sequence).
@@ -188,6 +199,7 @@ impl Ledger {
             terminals: FastMap::default(),
             interbank: Vec::new(),
             keys: KeyStore::new(),
+            credit_keys: 0,
             now: 0,
             approvals: 0,
             batches: 0,
@@ -326,6 +338,7 @@ impl Ledger {
             Command::Close { pan } => (Reply::code(self.close(index, pan, fx)), false),
             Command::Sweep { as_of } => (Reply::code(self.sweep(index, *as_of, fx)), false),
             Command::ExpireKeys { before } => (Reply::code(self.expire_keys(*before)), false),
+            Command::PeriodCredit(c) => self.period_credit(index, c, fx),
         }
     }
 
@@ -399,6 +412,7 @@ impl Ledger {
 
     /// Stores a record for a key just looked up and not found.
     fn remember(&mut self, key: RequestKey, record: KeyRecord, fx: &mut Effects) {
+        self.credit_keys += usize::from(record.op == KeyOp::Credit);
         self.keys.insert(key, record);
         fx.keys.push(key);
     }
@@ -627,24 +641,94 @@ impl Ledger {
 
     /// Disbursement credit from the source account.
     fn credit(&mut self, index: u32, c: &Credit, fx: &mut Effects) -> (Reply, Option<Posted>) {
-        let decline = |code| (Reply::code(code), None);
         let card = match c.card {
             CardRef::Pan(pan) => self.pans.get(&pan),
             CardRef::Family(family) => self.families.get(&family).copied(),
         };
         let Some(card) = card else {
-            return decline(Code::UnknownCard);
+            return (Reply::code(Code::UnknownCard), None);
         };
+        (
+            self.post_credit(index, card, c.program, c.amount, None, fx),
+            None,
+        )
+    }
+
+    /// A credit for one (family, program, period): declined as the keyed
+    /// credit is, answered "approved, replayed" with no effect if the period
+    /// is marked, else posted and marked.
+    fn period_credit(&mut self, index: u32, c: &PeriodCredit, fx: &mut Effects) -> (Reply, bool) {
+        let Some(&card) = self.families.get(&c.family) else {
+            return (Reply::code(Code::UnknownCard), false);
+        };
+        if c.period > PERIOD_MAX {
+            return (Reply::code(Code::KeyConflict), false);
+        }
         let w = c.program.index();
+        let mut check = self.cards[card.0 as usize].marks[w].check(c.period);
+        if check.is_ok() && self.credit_keys > 0 && self.paid_by_keyed_credit(c) {
+            // Paid under its key: marked now, so the answer stays the same
+            // once the key expires.
+            self.cards[card.0 as usize].marks[w].insert(c.period);
+            self.list_card(card, fx);
+            check = Err(MarkError::Already);
+        }
+        let cs = &self.cards[card.0 as usize];
+        match check {
+            Ok(()) => {}
+            Err(MarkError::Already) => {
+                let reply = Reply {
+                    code: Code::Approved,
+                    approval: None,
+                    balances: Some(cs.balances()),
+                };
+                return (reply, true);
+            }
+            Err(MarkError::TooOld) => return (Reply::code(Code::KeyConflict), false),
+        }
+        let reply = self.post_credit(index, card, c.program, c.amount, Some(c.period), fx);
+        (reply, false)
+    }
+
+    /// Whether a keyed [`Credit`] with the key `disburse` used before period
+    /// credits existed (`PKH:<yyyy>-T<n>:<kk>`, `BPNT:<yyyy-mm>:<kk>`) paid
+    /// this period and is still remembered: a wave begun before an upgrade
+    /// and resumed after it pays nobody twice.
+    fn paid_by_keyed_credit(&self, c: &PeriodCredit) -> bool {
+        let (year, index) = (c.period / 12, c.period % 12 + 1);
+        let text = match c.program {
+            Program::Pkh => format!("PKH:{year:04}-T{index}:{}", c.family.0),
+            Program::Bpnt => format!("BPNT:{year:04}-{index:02}:{}", c.family.0),
+        };
+        let Some(key) = RequestKey::new(text.as_bytes()) else {
+            return false;
+        };
+        self.keys.get(&key).is_some_and(|r| {
+            r.op == KeyOp::Credit && r.reply.code == Code::Approved && r.amount > 0
+        })
+    }
+
+    /// Credits `amount` to `card`'s wallet of `program`, marking `period`
+    /// if given (its check passed).
+    fn post_credit(
+        &mut self,
+        index: u32,
+        card: CardId,
+        program: Program,
+        amount: Amount,
+        period: Option<u16>,
+        fx: &mut Effects,
+    ) -> Reply {
+        let w = program.index();
         let wallet = &self.cards[card.0 as usize].wallets[w];
         if self.cards[card.0 as usize].status == CardStatus::Closed {
-            return decline(Code::CardClosed);
+            return Reply::code(Code::CardClosed);
         }
-        if c.amount == 0 {
-            return decline(Code::AmountInvalid);
+        if amount == 0 {
+            return Reply::code(Code::AmountInvalid);
         }
-        let Some(credited) = wallet.credited.checked_add(c.amount) else {
-            return decline(Code::Overflow);
+        let Some(credited) = wallet.credited.checked_add(amount) else {
+            return Reply::code(Code::Overflow);
         };
         let account = wallet.account;
         if self
@@ -652,17 +736,20 @@ impl Ledger {
             .transfer(
                 SOURCE_ACCOUNT,
                 account,
-                c.amount,
+                amount,
                 PostingKind::Credit,
                 index,
                 fx,
             )
             .is_err()
         {
-            return decline(Code::Overflow);
+            return Reply::code(Code::Overflow);
         }
         let now = self.now;
         let card_state = &mut self.cards[card.0 as usize];
+        if let Some(period) = period {
+            card_state.marks[w].insert(period);
+        }
         let wallet = &mut card_state.wallets[w];
         wallet.credited = credited;
         let lots = &mut card_state.lots[w].lots;
@@ -681,7 +768,7 @@ impl Ledger {
         card_state.first_credit_at.get_or_insert(now);
         let balances = card_state.balances();
         self.list_card(card, fx);
-        (self.approved(Some(balances)), None)
+        self.approved(Some(balances))
     }
 
     /// Reversal of the request named by `r.original` (INTERFACE §5
@@ -829,6 +916,7 @@ impl Ledger {
                 purchased: 0,
                 withdrawn: 0,
                 replaced_by: None,
+                marks: Default::default(),
             },
         );
         let inserted = self.pans.insert(pan, id);
@@ -1006,12 +1094,15 @@ impl Ledger {
                 Wallet::new(from),
             );
             let lots = std::mem::take(&mut self.cards[old.0 as usize].lots[w]);
+            // The periods credited follow the family to its new card.
+            let marks = std::mem::take(&mut self.cards[old.0 as usize].marks[w]);
             let n = &mut self.cards[new.0 as usize];
             n.wallets[w] = Wallet {
                 account: to,
                 ..line
             };
             n.lots[w] = lots;
+            n.marks[w] = marks;
         }
         let (first_credit_at, last_use_at, day, day_amount, day_count) = {
             let o = &mut self.cards[old.0 as usize];

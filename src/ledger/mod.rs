@@ -93,18 +93,18 @@ mod tests;
 
 pub use codes::{de39, de44, De44, DE44_LEN_MAX};
 pub use command::{
-    Acceptor, CardRef, Command, Credit, Inquiry, Payment, Precheck, Request, Reversal,
+    Acceptor, CardRef, Command, Credit, Inquiry, Payment, PeriodCredit, Precheck, Request, Reversal,
 };
 pub use config::{LedgerConfig, Limits, RuleSet, AMOUNT_WIRE_MAX};
-pub use machine::{Ledger, ACCOUNTS_MAX, BATCH_COMMANDS_MAX};
+pub use machine::{Ledger, ACCOUNTS_MAX, BATCH_COMMANDS_MAX, PERIOD_MAX};
 pub use outcome::{
     ApprovalCode, Balances, BlockReason, Code, Effects, Outcome, Posting, PostingKind, Reply, Span,
     SweepLine,
 };
 pub use snapshot::{Counters, InvariantViolation, Snapshot, SnapshotImage};
 pub use state::{
-    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, Posted, Wallet,
-    SOURCE_ACCOUNT, TREASURY_ACCOUNT,
+    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, MarkError, Marks, Posted,
+    Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
 };
 pub use types::{
     wib_day, AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program,

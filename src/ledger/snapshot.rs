@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::config::LedgerConfig;
 use super::machine::{Books, Ledger, ACCOUNTS_MAX};
 use super::state::{
-    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
+    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Marks, SOURCE_ACCOUNT,
+    TREASURY_ACCOUNT,
 };
 use super::types::{CardId, Program, RequestKey};
 
@@ -47,6 +48,43 @@ pub struct Snapshot {
     pub cards: Vec<Card>,
     /// All idempotency keys, oldest first.
     pub keys: Vec<(RequestKey, KeyRecord)>,
+    /// Each card's credited periods ([`Card::marks`], which the card's own
+    /// serialized form leaves out), by card id: as long as `cards`, or empty
+    /// when read from a checkpoint written before marks existed. In a
+    /// snapshot the cards' own `marks` fields are always empty.
+    pub marks: Vec<[Marks; 2]>,
+}
+
+/// A snapshot as written before [`Snapshot::marks`] existed: the same
+/// fields, in the same order, without the last one.
+#[derive(Deserialize)]
+struct SnapshotBeforeMarks {
+    config: LedgerConfig,
+    counters: Counters,
+    accounts: Vec<Account>,
+    cards: Vec<Card>,
+    keys: Vec<(RequestKey, KeyRecord)>,
+}
+
+impl Snapshot {
+    /// Reads a checkpoint body (postcard), of this version or of the one
+    /// before [`Snapshot::marks`] (which then reads as empty).
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
+        match postcard::from_bytes::<Snapshot>(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => match postcard::from_bytes::<SnapshotBeforeMarks>(bytes) {
+                Ok(old) => Ok(Snapshot {
+                    config: old.config,
+                    counters: old.counters,
+                    accounts: old.accounts,
+                    cards: old.cards,
+                    keys: old.keys,
+                    marks: Vec::new(),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 /// A [`Snapshot`] taken cheaply, for checkpoints: the idempotency records
@@ -87,13 +125,26 @@ impl Serialize for SnapshotImage {
                 seq.end()
             }
         }
+        /// The cards' marks as the `Vec<[Marks; 2]>` a snapshot holds.
+        struct MarksOf<'a>(&'a [Card]);
+        impl Serialize for MarksOf<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for card in self.0 {
+                    seq.serialize_element(&card.marks)?;
+                }
+                seq.end()
+            }
+        }
         // Field for field what `#[derive(Serialize)]` writes for `Snapshot`.
-        let mut s = serializer.serialize_struct("Snapshot", 5)?;
+        let mut s = serializer.serialize_struct("Snapshot", 6)?;
         s.serialize_field("config", &self.config)?;
         s.serialize_field("counters", &self.counters)?;
         s.serialize_field("accounts", &self.accounts)?;
         s.serialize_field("cards", &self.cards)?;
         s.serialize_field("keys", &Keys(&self.keys))?;
+        s.serialize_field("marks", &MarksOf(&self.cards))?;
         s.end()
     }
 }
@@ -127,12 +178,18 @@ impl Ledger {
     /// stream [`Ledger::accounts`], [`Ledger::cards`] and [`Ledger::keys`]
     /// and build the `Snapshot` only on restore.
     pub fn snapshot(&self) -> Snapshot {
+        let mut cards = self.cards.clone();
+        let marks = cards
+            .iter_mut()
+            .map(|c| std::mem::take(&mut c.marks))
+            .collect();
         Snapshot {
             config: self.config,
             counters: self.counters(),
             accounts: self.books.accounts.clone(),
-            cards: self.cards.clone(),
+            cards,
             keys: self.keys().map(|(k, r)| (*k, *r)).collect(),
+            marks,
         }
     }
 
@@ -154,11 +211,22 @@ impl Ledger {
             config,
             counters,
             accounts,
-            cards,
+            mut cards,
             keys,
+            marks,
         } = snapshot;
         if accounts.len() > ACCOUNTS_MAX || cards.len() > ACCOUNTS_MAX {
             return broken("too many accounts or cards".into());
+        }
+        if !marks.is_empty() && marks.len() != cards.len() {
+            return broken(format!(
+                "{} cards but credited periods for {}",
+                cards.len(),
+                marks.len()
+            ));
+        }
+        for (card, m) in cards.iter_mut().zip(marks) {
+            card.marks = m;
         }
         let mut ledger = Ledger::new(config);
         super::huge::advise_vec(&accounts);
@@ -200,6 +268,7 @@ impl Ledger {
             if ledger.keys.get(&key).is_some() {
                 return broken(format!("{key:?} twice"));
             }
+            ledger.credit_keys += usize::from(record.op == KeyOp::Credit);
             ledger.keys.insert(key, record);
         }
         ledger.check_invariants()?;

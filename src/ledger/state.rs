@@ -188,6 +188,101 @@ pub struct Card {
     pub replaced_by: Option<CardId>,
     /// Credit lots of each wallet, indexed like `wallets`.
     pub lots: [Lots; 2],
+    /// Disbursement periods credited to each wallet (indexed like
+    /// `wallets`): the idempotency of [`Command::PeriodCredit`]. Kept out of
+    /// the card's serialized form; a snapshot carries them in its own
+    /// trailing field, so checkpoints written before they existed still load.
+    ///
+    /// [`Command::PeriodCredit`]: crate::ledger::Command::PeriodCredit
+    #[serde(skip)]
+    pub marks: [Marks; 2],
+}
+
+/// The disbursement periods credited to one wallet, as a 64-period window:
+/// bit `i` of `bits` is period `base + i` (a period is a number, see
+/// [`PeriodCredit::period`](crate::ledger::PeriodCredit::period)).
+///
+/// Why a bitmap and not a key record per credit: a wave credits every
+/// family of a bank once per period, and an idempotency record per credit
+/// (~200 bytes with its index) would outweigh the card itself; the bitmap
+/// costs ten bytes per wallet however many waves have paid it. 64 periods
+/// are 5⅓ years of BPNT months or 16 years of PKH tahap. Bits that fall out
+/// of the window (a period 64 or more below the newest credited) are
+/// forgotten, and a credit for a period below the window is refused as
+/// [`MarkError::TooOld`] rather than risk paying it twice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Marks {
+    /// Period of bit 0.
+    pub base: u16,
+    /// Credited periods in the window.
+    pub bits: u64,
+}
+
+/// Why a period cannot be marked.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MarkError {
+    /// Credited before.
+    Already,
+    /// Below the window: whether it was credited is no longer known.
+    TooOld,
+}
+
+impl Marks {
+    /// Whether `period` is marked (false for periods outside the window).
+    pub fn contains(&self, period: u16) -> bool {
+        period >= self.base && period - self.base < 64 && self.bits >> (period - self.base) & 1 == 1
+    }
+
+    /// Whether `period` could be marked: not marked, and not below the
+    /// window once it is moved to include `period`.
+    pub fn check(&self, period: u16) -> Result<(), MarkError> {
+        if self.contains(period) {
+            return Err(MarkError::Already);
+        }
+        if self.bits != 0 {
+            let highest = self.base + (63 - self.bits.leading_zeros() as u16);
+            if period < highest && highest - period >= 64 {
+                return Err(MarkError::TooOld);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks `period` (which [`check`](Marks::check) accepted), moving the
+    /// window so it holds `period` and as many of the older marks as fit.
+    pub fn insert(&mut self, period: u16) {
+        debug_assert!(self.check(period).is_ok());
+        if self.bits == 0 {
+            *self = Marks {
+                base: period,
+                bits: 1,
+            };
+            return;
+        }
+        let lowest = self.base + self.bits.trailing_zeros() as u16;
+        let highest = self.base + (63 - self.bits.leading_zeros() as u16);
+        // New window: from the lowest period kept to the highest, where
+        // `period` may extend either end; the oldest marks fall out if the
+        // span would exceed 64.
+        let top = highest.max(period);
+        let base = lowest.min(period).max(top.saturating_sub(63));
+        let bits = if base >= self.base {
+            let shift = u32::from(base - self.base);
+            if shift >= 64 {
+                0
+            } else {
+                self.bits >> shift
+            }
+        } else {
+            // Only when `period` is below the old lowest mark, and then the
+            // whole span fits (checked), so nothing is shifted out.
+            self.bits << u32::from(self.base - base)
+        };
+        *self = Marks {
+            base,
+            bits: bits | 1 << (period - base),
+        };
+    }
 }
 
 impl Card {

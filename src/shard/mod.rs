@@ -190,11 +190,10 @@ pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64
     let bank = config.bank.0;
     let mut ledger = match store.load_checkpoint(bank).await? {
         Some(cp) => {
-            let mut snap: Snapshot =
-                postcard::from_bytes(&cp.body).map_err(|e| ShardError::Corrupt {
-                    bank,
-                    reason: format!("checkpoint: {e}"),
-                })?;
+            let mut snap = Snapshot::decode(&cp.body).map_err(|e| ShardError::Corrupt {
+                bank,
+                reason: format!("checkpoint: {e}"),
+            })?;
             // Journaled batches are replayed under the rules they were applied
             // with (the checkpoint's); today's configuration applies after.
             snap.config.bank = config.bank;

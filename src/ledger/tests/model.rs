@@ -151,6 +151,12 @@ enum Op {
     Expire {
         days: u64,
     },
+    PeriodCredit {
+        program: usize,
+        period: u16,
+        family: u64,
+        amount: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -168,6 +174,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..12usize, 0..PANS, 0..PANS, prop::bool::weighted(0.9)).prop_map(|(what, pan, other, pvv)| Op::Admin { what, pan, other, pvv }),
         1 => (0..3u64).prop_map(|back| Op::Sweep { back }),
         1 => (0..40u64).prop_map(|days| Op::Expire { days }),
+        3 => (0..2usize, 0..6u16, 0..6u64, 0..CREDIT_AMOUNTS.len())
+            .prop_map(|(program, period, family, amount)| Op::PeriodCredit { program, period, family, amount }),
     ]
 }
 
@@ -195,6 +203,8 @@ struct RWallet {
     /// Every credit ever: (arrived, amount). Never pruned.
     lots: Vec<(u64, Amount)>,
     consumed: Amount,
+    /// Periods paid by `PeriodCredit` (they move with the wallet).
+    periods: Vec<u16>,
 }
 
 impl RWallet {
@@ -312,6 +322,7 @@ impl Model {
             Command::Purchase(x) | Command::Withdrawal(x) => (x.request.key, x.request.fingerprint),
             Command::BalanceInquiry(x) => (x.request.key, x.request.fingerprint),
             Command::Reversal(x) => (x.request.key, x.request.fingerprint),
+            Command::PeriodCredit(x) => return self.period_credit(x),
             _ => return (self.admin(c), false),
         };
         if let Some(r) = self.keys.get(&key) {
@@ -512,6 +523,30 @@ impl Model {
         c.wallets[w].lots.push((now, x.amount));
         c.first_credit.get_or_insert(now);
         Code::Approved
+    }
+
+    /// Once per (card's wallet, period); the periods follow a replacement.
+    fn period_credit(&mut self, x: &PeriodCredit) -> (Code, bool) {
+        let Some(&card) = self.families.get(&x.family.0) else {
+            return (Code::UnknownCard, false);
+        };
+        let w = x.program.index();
+        if self.cards[card].wallets[w].periods.contains(&x.period) {
+            return (Code::Approved, true);
+        }
+        if self.cards[card].status == CardStatus::Closed {
+            return (Code::CardClosed, false);
+        }
+        if x.amount == 0 {
+            return (Code::AmountInvalid, false);
+        }
+        self.mv(Acct::Source, Acct::Wallet(card, w), x.amount);
+        let now = self.now;
+        let c = &mut self.cards[card];
+        c.wallets[w].lots.push((now, x.amount));
+        c.wallets[w].periods.push(x.period);
+        c.first_credit.get_or_insert(now);
+        (Code::Approved, false)
     }
 
     fn reverse(&mut self, r: &Reversal) -> Code {
@@ -852,6 +887,17 @@ impl Model {
                 } else {
                     CardRef::Pan(model_pan(pan))
                 },
+                amount: CREDIT_AMOUNTS[amount],
+            }),
+            Op::PeriodCredit {
+                program: p,
+                period,
+                family,
+                amount,
+            } => Command::PeriodCredit(PeriodCredit {
+                program: program(p),
+                period: 24_300 + period,
+                family: FamilyId(family),
                 amount: CREDIT_AMOUNTS[amount],
             }),
             Op::Pay {

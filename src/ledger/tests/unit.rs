@@ -1429,3 +1429,238 @@ fn snapshot_image_encodes_as_the_snapshot_and_stays_frozen() {
     assert_eq!(back, snap);
     assert!(Ledger::restore(back).is_ok());
 }
+
+// ---- period credits (disbursement waves) ------------------------------------
+
+fn period_credit(program: Program, period: u16, family: u64, amount: Amount) -> Command {
+    Command::PeriodCredit(PeriodCredit {
+        program,
+        period,
+        family: FamilyId(family),
+        amount,
+    })
+}
+
+#[test]
+fn period_credit_once_per_family_program_and_period() {
+    let mut w = World::new();
+    let jan = 2026 * 12;
+    let first = w.one(period_credit(Program::Bpnt, jan, 1, 200_000 * RP));
+    assert_eq!(first.code(), Code::Approved);
+    assert!(!first.replayed);
+    assert!(first.reply.approval.is_some());
+    assert_eq!(w.fx.postings_of(&first).len(), 1);
+    assert_eq!(w.fx.postings_of(&first)[0].debit, SOURCE_ACCOUNT);
+    // No idempotency record: the card's marks are the memory.
+    assert_eq!(w.ledger.keys_len(), 0);
+    assert!(w.fx.keys.is_empty());
+
+    // Again, in a later batch and with another amount: already credited,
+    // no posting, no new approval code.
+    let approvals = w.ledger.counters().approvals;
+    let again = w.one(period_credit(Program::Bpnt, jan, 1, 250_000 * RP));
+    assert_eq!(again.code(), Code::Approved);
+    assert!(again.replayed);
+    assert_eq!(again.reply.approval, None);
+    assert!(w.fx.postings.is_empty());
+    assert_eq!(w.ledger.counters().approvals, approvals);
+    assert_eq!(w.balances(pan(1)).bpnt, 200_000 * RP);
+
+    // Twice in one batch: once.
+    let outs = w.run(&[
+        period_credit(Program::Bpnt, jan + 1, 1, 200_000 * RP),
+        period_credit(Program::Bpnt, jan + 1, 1, 200_000 * RP),
+    ]);
+    assert!(!outs[0].replayed && outs[1].replayed);
+    assert_eq!(w.fx.postings.len(), 1);
+    assert_eq!(w.balances(pan(1)).bpnt, 400_000 * RP);
+
+    // The same period number of the other program is its own credit.
+    let pkh = w.one(period_credit(Program::Pkh, jan, 1, 750_000 * RP));
+    assert!(!pkh.replayed);
+    assert_eq!(
+        w.balances(pan(1)),
+        Balances {
+            pkh: 750_000 * RP,
+            bpnt: 400_000 * RP
+        }
+    );
+}
+
+#[test]
+fn period_credit_declines_like_a_credit() {
+    let mut w = World::new();
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 100, 7, 1)),
+        Code::UnknownCard
+    );
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 100, 1, 0)),
+        Code::AmountInvalid
+    );
+    // A decline marks nothing: the same period can still be paid.
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 100, 1, 5)),
+        Code::Approved
+    );
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, PERIOD_MAX + 1, 1, 5)),
+        Code::KeyConflict
+    );
+    assert_eq!(w.code(Command::Close { pan: pan(1) }), Code::Approved);
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 101, 1, 5)),
+        Code::CardClosed
+    );
+    // A period paid before the card closed is still "already credited".
+    let o = w.one(period_credit(Program::Pkh, 100, 1, 5));
+    assert_eq!(o.code(), Code::Approved);
+    assert!(o.replayed);
+}
+
+#[test]
+fn period_credit_window_of_64_periods_refuses_what_it_forgot() {
+    let mut w = World::new();
+    let p = |n: u16| period_credit(Program::Bpnt, 24_000 + n, 1, 1);
+    // Out of order inside the window: each once.
+    for n in [10, 3, 40, 66] {
+        assert_eq!(w.code(p(n)), Code::Approved, "period {n}");
+    }
+    // 66 is the newest: 3 (63 below it) is still known, 2 would be paid
+    // blind and is refused, 10 and 40 are known.
+    for n in [3, 10, 40, 66] {
+        assert!(w.one(p(n)).replayed, "period {n}");
+    }
+    assert_eq!(w.code(p(2)), Code::KeyConflict);
+    // Paying 70 moves the window past 3 (forgotten: now refused, not paid
+    // again), 10 stays known.
+    assert_eq!(w.code(p(70)), Code::Approved);
+    assert_eq!(w.code(p(3)), Code::KeyConflict);
+    assert!(w.one(p(10)).replayed);
+    assert_eq!(w.balances(pan(1)).bpnt, 5);
+}
+
+#[test]
+fn marks_insert_keeps_every_mark_that_fits() {
+    let mut m = Marks::default();
+    for p in [500u16, 490, 520, 553] {
+        assert_eq!(m.check(p), Ok(()));
+        m.insert(p);
+    }
+    for p in [490u16, 500, 520, 553] {
+        assert!(m.contains(p), "{p}");
+        assert_eq!(m.check(p), Err(MarkError::Already));
+    }
+    assert!(!m.contains(491));
+    assert_eq!(m.check(489), Err(MarkError::TooOld));
+    assert_eq!(m.check(491), Ok(()));
+    m.insert(600); // 490..536 fall out of 537..=600
+    assert!(!m.contains(490) && !m.contains(520) && m.contains(553) && m.contains(600));
+    assert_eq!(m.check(536), Err(MarkError::TooOld));
+    assert_eq!(m.check(537), Ok(()));
+}
+
+#[test]
+fn period_marks_follow_the_family_to_a_replacement_card() {
+    let mut w = World::new();
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 8104, 1, 100)),
+        Code::Approved
+    );
+    let o = w.one(Command::Replace {
+        old_pan: pan(1),
+        new_pan: pan(5),
+        pvv: WRONG,
+    });
+    assert_eq!(o.code(), Code::Approved);
+    let again = w.one(period_credit(Program::Pkh, 8104, 1, 100));
+    assert!(again.replayed);
+    assert_eq!(w.balances(pan(5)).pkh, 100);
+    assert_eq!(
+        w.code(period_credit(Program::Pkh, 8105, 1, 100)),
+        Code::Approved
+    );
+    assert_eq!(w.balances(pan(5)).pkh, 200);
+}
+
+#[test]
+fn period_marks_survive_snapshots_and_old_checkpoints_still_load() {
+    let mut w = World::new();
+    w.one(period_credit(Program::Bpnt, 24_312, 1, 100));
+    let snap = w.ledger.snapshot();
+    assert_eq!(snap.marks.len(), 1);
+    assert_eq!(snap.cards[0].marks, [Marks::default(); 2]);
+    // The image writes what the snapshot writes, marks included.
+    let bytes = postcard::to_stdvec(&snap).expect("encodes");
+    assert_eq!(
+        postcard::to_stdvec(&w.ledger.snapshot_image()).expect("encodes"),
+        bytes
+    );
+    let back = Snapshot::decode(&bytes).expect("decodes");
+    assert_eq!(back, snap);
+    let mut restored = Ledger::restore(back).expect("valid");
+    let mut fx = Effects::default();
+    restored.apply(
+        &[period_credit(Program::Bpnt, 24_312, 1, 100)],
+        w.now,
+        &mut fx,
+    );
+    assert!(fx.outcomes[0].replayed);
+
+    // A checkpoint from before marks: the same fields without the last.
+    let old = postcard::to_stdvec(&(
+        &snap.config,
+        &snap.counters,
+        &snap.accounts,
+        &snap.cards,
+        &snap.keys,
+    ))
+    .expect("encodes");
+    assert!(postcard::from_bytes::<Snapshot>(&old).is_err());
+    let read = Snapshot::decode(&old).expect("old checkpoints load");
+    assert!(read.marks.is_empty());
+    assert_eq!(read.cards, snap.cards);
+    assert!(Ledger::restore(read).is_ok());
+
+    // Marks for a different number of cards are refused.
+    let mut bad = snap.clone();
+    bad.marks.push(Default::default());
+    assert!(Ledger::restore(bad).is_err());
+}
+
+#[test]
+fn period_credit_knows_a_period_paid_by_a_keyed_credit_before_it() {
+    let mut w = World::new();
+    // A wave begun with keyed credits (the key `disburse` used before).
+    let o = w.one(Command::Credit(Credit {
+        request: req("BPNT:2026-03:1"),
+        program: Program::Bpnt,
+        card: CardRef::Family(FamilyId(1)),
+        amount: 200_000 * RP,
+    }));
+    assert_eq!(o.code(), Code::Approved);
+    let march = 2026 * 12 + 2;
+    let again = w.one(period_credit(Program::Bpnt, march, 1, 200_000 * RP));
+    assert!(again.replayed);
+    assert!(w.fx.postings.is_empty());
+    // Marked as well, and answered the same again.
+    assert!(w.card(pan(1)).marks[1].contains(march));
+    assert!(w.one(period_credit(Program::Bpnt, march, 1, 1)).replayed);
+    // Other periods and the PKH tahap key form.
+    assert!(
+        !w.one(period_credit(Program::Bpnt, march + 1, 1, 1))
+            .replayed
+    );
+    w.one(Command::Credit(Credit {
+        request: req("PKH:2026-T2:1"),
+        program: Program::Pkh,
+        card: CardRef::Family(FamilyId(1)),
+        amount: 5,
+    }));
+    assert!(
+        w.one(period_credit(Program::Pkh, 2026 * 12 + 1, 1, 5))
+            .replayed
+    );
+    assert!(!w.one(period_credit(Program::Pkh, 2026 * 12, 1, 5)).replayed);
+    assert_eq!(w.balances(pan(1)).pkh, 10);
+}
