@@ -557,3 +557,98 @@ fn a_wave_killed_mid_way_resumes_crediting_each_family_once() {
         );
     }
 }
+
+#[test]
+fn a_wave_from_entitlements_reports_a_family_without_a_card_and_times_its_credits() {
+    let db = db::sqlite();
+    let dir = tempdir();
+    let ds = dir.path().to_str().expect("utf-8");
+    cli(
+        &db,
+        &["seed", "--families", "200", "--seed", "9", "--out", ds],
+    );
+    let n_bpnt = families(dir.path())
+        .iter()
+        .filter(|f| f["bpnt"] == "1")
+        .count() as u64;
+    // A family the ministry lists at BRI whose card was never opened.
+    let kk = 3_201_019_999_999_999u64;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = kks_switch::storage::Store::open(&db.url)
+            .await
+            .expect("store");
+        store
+            .put_families(&[kks_switch::storage::FamilyRow {
+                kk,
+                nik: "3201014101900001".into(),
+                bank: 2,
+                province: 32,
+                pkh: false,
+                bpnt: true,
+                components: String::new(),
+                pan: String::new(),
+            }])
+            .await
+            .expect("family row");
+        store.close().await;
+    });
+    let report = dir.path().join("w.csv");
+    let r = report.display().to_string();
+    let month = 20_000_000u64;
+    let s = cli(
+        &db,
+        &[
+            "disburse",
+            "--program",
+            "BPNT",
+            "--period",
+            "2026-05",
+            "--report",
+            &r,
+        ],
+    );
+    assert_eq!(
+        figure(&s, "orders"),
+        (n_bpnt + 1, rp(month * (n_bpnt + 1))),
+        "{s}"
+    );
+    assert_eq!(figure(&s, "credited"), (n_bpnt, rp(month * n_bpnt)), "{s}");
+    assert_eq!(figure(&s, "rejected"), (1, rp(month)), "{s}");
+    assert_eq!(figure(&s, "no-account"), (1, rp(month)), "{s}");
+    assert!(s.contains("credit phase"), "{s}");
+    assert!(s.contains("reconciled"), "{s}");
+    let rej = std::fs::read_to_string(&report).expect("report");
+    let lines: Vec<&str> = rej.lines().collect();
+    assert_eq!(lines.len(), 2, "{rej}");
+    assert_eq!(lines[0], "order_id,line,kk,period,amount,reason,detail");
+    assert!(
+        lines[1].starts_with(&format!(
+            "BPNT-2026-05-{kk},0,{kk},2026-05,200000.00,no-account,ledger answered 14"
+        )),
+        "{rej}"
+    );
+    assert!(
+        lines[1].ends_with(&format!("for key BPNT:2026-05:{kk}")),
+        "{rej}"
+    );
+    // Again: the others are already credited, the family is reported again.
+    let s = cli(
+        &db,
+        &[
+            "disburse",
+            "--program",
+            "BPNT",
+            "--period",
+            "2026-05",
+            "--report",
+            &r,
+        ],
+    );
+    assert_eq!(
+        figure(&s, "already credited"),
+        (n_bpnt, rp(month * n_bpnt)),
+        "{s}"
+    );
+    assert_eq!(figure(&s, "rejected"), (1, rp(month)), "{s}");
+}

@@ -19,7 +19,7 @@ pub use orders::{
 
 use crate::admin::{Writer, WriterError};
 use crate::ledger::{
-    BankCode, Code, Command, FamilyId, Ledger, PeriodCredit, Program, BATCH_COMMANDS_MAX,
+    Amount, BankCode, Code, Command, FamilyId, Ledger, PeriodCredit, Program, BATCH_COMMANDS_MAX,
 };
 use crate::pan::Bank;
 use crate::programs::{program_name, rupiah, Period, Programs};
@@ -120,9 +120,39 @@ pub struct Summary {
     pub by_reason: Vec<(Reason, Tally)>,
     /// The reject report's path.
     pub report: Option<PathBuf>,
+    /// Wall time of the credit phase (first credit sent to last durable
+    /// answer, pages of families read meanwhile), when measured.
+    pub credit_seconds: Option<f64>,
 }
 
 impl Summary {
+    /// Adds another part of the same run (a page of families).
+    fn absorb(&mut self, other: Summary) {
+        for (mine, theirs) in [
+            (&mut self.file, other.file),
+            (&mut self.credited, other.credited),
+            (&mut self.already, other.already),
+            (&mut self.rejected, other.rejected),
+        ] {
+            mine.count += theirs.count;
+            mine.amount += theirs.amount;
+        }
+        self.credits += other.credits;
+        self.credited_amount += other.credited_amount;
+        self.already_amount += other.already_amount;
+        self.rejected_amount += other.rejected_amount;
+        for (reason, t) in other.by_reason {
+            match self.by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, mine)) => {
+                    mine.count += t.count;
+                    mine.amount += t.amount;
+                }
+                None => self.by_reason.push((reason, t)),
+            }
+        }
+        self.by_reason.sort_by_key(|(r, _)| *r);
+    }
+
     /// Whether the categories add up to the file's count and control total.
     pub fn reconciles(&self) -> bool {
         self.credited.count + self.already.count + self.rejected.count == self.file.count
@@ -180,6 +210,14 @@ impl fmt::Display for Summary {
         }
         if let Some(p) = &self.report {
             writeln!(f, "  reject report     {}", p.display())?;
+        }
+        if let Some(secs) = self.credit_seconds {
+            writeln!(
+                f,
+                "  credit phase      {:>10.2} s  ({:.0} credits/s)",
+                secs,
+                self.credits as f64 / secs.max(1e-9)
+            )?;
         }
         if self.reconciles() {
             write!(
@@ -302,7 +340,12 @@ pub async fn run(
         }
         Some(w)
     };
-    let r = run_with(store, programs, cfg, period, writer.as_ref()).await;
+    let r = match (&writer, &cfg.orders) {
+        // From entitlements, for real: planned a page of families at a
+        // time into 16 bytes per order, then credited.
+        (Some(w), None) => run_wave(store, programs, cfg, period, w).await,
+        _ => run_with(store, programs, cfg, period, writer.as_ref()).await,
+    };
     if let Some(w) = writer {
         w.close().await;
     }
@@ -342,6 +385,260 @@ async fn run_with(
         plan.parts.len() as u64,
         if cfg.dry_run { "dry run" } else { "credits" },
     );
+    match writer {
+        Some(w) => results = apply_plan_live(w, cfg.program, &period, &plan, &pb).await?,
+        None => {
+            for (code, idx) in by_bank(&plan) {
+                let (mut ledger, _) = recover(store, programs.ledger_config(code)).await?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                apply_dry(
+                    &mut ledger,
+                    now,
+                    cfg.program,
+                    &period,
+                    &plan,
+                    &idx,
+                    &mut results,
+                    &pb,
+                );
+            }
+        }
+    }
+    pb.finish_and_clear();
+
+    let report_path = report_path(cfg);
+    let mut summary = summarize(&plan, &results, cfg.program, &period);
+    summary.source = match &cfg.orders {
+        Some(p) => p.display().to_string(),
+        None => "entitlements".into(),
+    };
+    summary.dry_run = cfg.dry_run;
+    summary.period = cfg.period.clone();
+    write_report(&report_path, &plan, &results, cfg.program, &period)?;
+    summary.report = Some(report_path);
+    Ok(summary)
+}
+
+/// Where the reject report goes.
+fn report_path(cfg: &DisburseConfig) -> PathBuf {
+    cfg.report.clone().unwrap_or_else(|| match &cfg.orders {
+        Some(p) => PathBuf::from(format!("{}.rejects.csv", p.display())),
+        None => PathBuf::from(format!(
+            "disburse-{}-{}-rejects.csv",
+            program_name(cfg.program),
+            cfg.period.replace("..", "_")
+        )),
+    })
+}
+
+/// Families per page read while planning a wave from entitlements.
+const PAGE: u32 = 1 << 18;
+
+/// One family's order in a wave from entitlements: 16 bytes, so a wave of
+/// 20M families plans in about 320 MB (the order id is derived from the KK).
+#[derive(Clone, Copy)]
+struct Entry {
+    kk: u64,
+    /// The order's amount (PKH: the tahap; BPNT: all months of the period).
+    amount: Amount,
+}
+
+/// A real wave from the families' entitlements, in two phases.
+///
+/// Planning reads the families a page at a time and keeps 16 bytes per
+/// order, by bank. The credit phase then sends every bank's credits to its
+/// shard at once, in chunks, and adds each chunk's answers to the summary
+/// and the reject report as they come back: no per-credit result is kept.
+/// The summary gives the credit phase's wall time (`credit_seconds`).
+async fn run_wave(
+    store: &Store,
+    programs: &Programs,
+    cfg: &DisburseConfig,
+    period: Period,
+    writer: &Writer,
+) -> Result<Summary, DisburseError> {
+    let no_files = HashMap::new();
+    let ctx = Context {
+        programs,
+        program: cfg.program,
+        period,
+        period_text: &cfg.period,
+        families: &no_files,
+    };
+    let mut summary = Summary {
+        program: program_name(cfg.program),
+        source: "entitlements".into(),
+        period: cfg.period.clone(),
+        ..Summary::default()
+    };
+
+    // Plan.
+    let mut banks: Vec<(Bank, Vec<Entry>)> = Bank::ALL.iter().map(|&b| (b, Vec::new())).collect();
+    let pb = progress(store.family_count().await?, "planning");
+    let mut after = None;
+    loop {
+        let rows = store.families_page(after, PAGE).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = Some(last.kk);
+        for f in &rows {
+            if !ctx.enrolled(f) {
+                continue;
+            }
+            let amount = ctx.entitlement(f);
+            let bank = banks.iter_mut().find(|(b, _)| b.code_number() == f.bank);
+            let (Some((_, entries)), true) = (bank, amount > 0) else {
+                continue;
+            };
+            entries.push(Entry { kk: f.kk, amount });
+            summary.file.add(amount);
+        }
+        pb.inc(rows.len() as u64);
+    }
+    pb.finish_and_clear();
+
+    // Credit.
+    let path = report_path(cfg);
+    let io = |source| DisburseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let pb = progress(summary.file.count, "credits");
+    let started = std::time::Instant::now();
+    let runs = banks
+        .iter()
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(bank, entries)| credit_bank(writer, &ctx, *bank, entries, &pb));
+    let mut lines = Vec::new();
+    for got in futures::future::join_all(runs).await {
+        let (part, rejects) = got?;
+        summary.absorb(part);
+        lines.extend(rejects);
+    }
+    summary.credit_seconds = Some(started.elapsed().as_secs_f64());
+    pb.finish_and_clear();
+
+    let mut report = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+    writeln!(report, "{REPORT_HEADER}").map_err(io)?;
+    for line in lines {
+        writeln!(report, "{line}").map_err(io)?;
+    }
+    report.flush().map_err(io)?;
+    summary.report = Some(path);
+    Ok(summary)
+}
+
+/// One bank's orders of a wave through its shard; its part of the summary
+/// and its reject report lines.
+async fn credit_bank(
+    writer: &Writer,
+    ctx: &Context<'_>,
+    bank: Bank,
+    entries: &[Entry],
+    pb: &indicatif::ProgressBar,
+) -> Result<(Summary, Vec<String>), DisburseError> {
+    let program = ctx.program;
+    let period = &ctx.period;
+    let months = period.months();
+    let monthly = ctx.programs.bpnt.monthly;
+    let code = BankCode(bank.code_number());
+    let mut summary = Summary::default();
+    let mut by_reason: HashMap<Reason, Tally> = HashMap::new();
+    let mut lines = Vec::new();
+    let parts_of = |e: &Entry| -> Vec<Part> {
+        match program {
+            Program::Pkh => vec![Part {
+                order: 0,
+                bank,
+                kk: e.kk,
+                month: None,
+                amount: e.amount,
+            }],
+            Program::Bpnt => months
+                .iter()
+                .map(|&m| Part {
+                    order: 0,
+                    bank,
+                    kk: e.kk,
+                    month: Some(m),
+                    amount: monthly,
+                })
+                .collect(),
+        }
+    };
+    // Orders per chunk so a chunk stays near CHUNK credits.
+    let per_chunk = (CHUNK / months.len().max(1)).max(1);
+    for chunk in entries.chunks(per_chunk) {
+        let parts: Vec<Vec<Part>> = chunk.iter().map(parts_of).collect();
+        let cmds: Vec<Command> = parts
+            .iter()
+            .flatten()
+            .map(|p| command(program, period, p))
+            .collect();
+        let done = writer
+            .execute_many(code, cmds)
+            .await
+            .map_err(DisburseError::Unavailable)?;
+        let mut answers = done.iter();
+        for (e, ps) in chunk.iter().zip(&parts) {
+            let (mut credited, mut already) = (false, false);
+            for p in ps {
+                let Some(d) = answers.next() else {
+                    return Err(DisburseError::Unavailable(WriterError::Admin(
+                        "fewer answers than credits".into(),
+                    )));
+                };
+                match classify(d.reply.code, d.replayed) {
+                    PartResult::Credited => {
+                        credited = true;
+                        summary.credits += 1;
+                        summary.credited_amount += u128::from(p.amount);
+                    }
+                    PartResult::Already => {
+                        already = true;
+                        summary.already_amount += u128::from(p.amount);
+                    }
+                    PartResult::Rejected(reason, code) => {
+                        summary.rejected_amount += u128::from(p.amount);
+                        by_reason.entry(reason).or_default().add(p.amount);
+                        let when = p.month.map_or(period.to_string(), |m| m.to_string());
+                        lines.push(format!(
+                            "{}-{}-{},0,{},{},{},{},ledger answered {} ({:?}) for key {}",
+                            program_name(program),
+                            ctx.period_text,
+                            e.kk,
+                            e.kk,
+                            when,
+                            rupiah(p.amount.into()),
+                            reason.as_str(),
+                            code.de39(),
+                            code,
+                            credit_key(program, period, p)
+                        ));
+                    }
+                }
+            }
+            if credited {
+                summary.credited.add(e.amount);
+            } else if already {
+                summary.already.add(e.amount);
+            } else {
+                summary.rejected.add(e.amount);
+            }
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    summary.by_reason = by_reason.into_iter().collect();
+    Ok((summary, lines))
+}
+
+/// The plan's parts per bank (indices into `plan.parts`), banks in
+/// [`Bank::ALL`] order, banks without parts left out.
+fn by_bank(plan: &Plan) -> Vec<(BankCode, Vec<usize>)> {
     let mut per_bank: Vec<(BankCode, Vec<usize>)> = Bank::ALL
         .iter()
         .map(|b| (BankCode(b.code_number()), Vec::new()))
@@ -355,61 +652,33 @@ async fn run_with(
         }
     }
     per_bank.retain(|(_, idx)| !idx.is_empty());
-    match writer {
-        Some(w) => {
-            let runs = per_bank
-                .iter()
-                .map(|(code, idx)| apply_live(w, *code, cfg.program, &period, &plan, idx, &pb));
-            for (got, (_, idx)) in futures::future::join_all(runs)
-                .await
-                .into_iter()
-                .zip(&per_bank)
-            {
-                for (r, &i) in got?.into_iter().zip(idx) {
-                    results[i] = r;
-                }
-            }
-        }
-        None => {
-            for (code, idx) in &per_bank {
-                let (mut ledger, _) = recover(store, programs.ledger_config(*code)).await?;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                apply_dry(
-                    &mut ledger,
-                    now,
-                    cfg.program,
-                    &period,
-                    &plan,
-                    idx,
-                    &mut results,
-                    &pb,
-                );
-            }
+    per_bank
+}
+
+/// Every part of `plan` through its bank's shard, all banks at once (each
+/// bank is its own writer); the results in part order.
+async fn apply_plan_live(
+    writer: &Writer,
+    program: Program,
+    period: &Period,
+    plan: &Plan,
+    pb: &indicatif::ProgressBar,
+) -> Result<Vec<PartResult>, DisburseError> {
+    let mut results = vec![PartResult::Credited; plan.parts.len()];
+    let per_bank = by_bank(plan);
+    let runs = per_bank
+        .iter()
+        .map(|(code, idx)| apply_live(writer, *code, program, period, plan, idx, pb));
+    for (got, (_, idx)) in futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .zip(&per_bank)
+    {
+        for (r, &i) in got?.into_iter().zip(idx) {
+            results[i] = r;
         }
     }
-    pb.finish_and_clear();
-
-    let report_path = cfg.report.clone().unwrap_or_else(|| match &cfg.orders {
-        Some(p) => PathBuf::from(format!("{}.rejects.csv", p.display())),
-        None => PathBuf::from(format!(
-            "disburse-{}-{}-rejects.csv",
-            program_name(cfg.program),
-            cfg.period.replace("..", "_")
-        )),
-    });
-    let mut summary = summarize(&plan, &results, cfg.program, &period);
-    summary.source = match &cfg.orders {
-        Some(p) => p.display().to_string(),
-        None => "entitlements".into(),
-    };
-    summary.dry_run = cfg.dry_run;
-    summary.period = cfg.period.clone();
-    write_report(&report_path, &plan, &results, cfg.program, &period)?;
-    summary.report = Some(report_path);
-    Ok(summary)
+    Ok(results)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -513,6 +782,9 @@ fn summarize(plan: &Plan, results: &[PartResult], program: Program, _period: &Pe
     s
 }
 
+/// The reject report's header line.
+const REPORT_HEADER: &str = "order_id,line,kk,period,amount,reason,detail";
+
 fn write_report(
     path: &std::path::Path,
     plan: &Plan,
@@ -526,45 +798,54 @@ fn write_report(
     };
     let f = std::fs::File::create(path).map_err(io)?;
     let mut w = std::io::BufWriter::new(f);
-    let mut go = || -> std::io::Result<()> {
-        writeln!(w, "order_id,line,kk,period,amount,reason,detail")?;
-        for o in &plan.orders {
-            if let Some((r, detail)) = &o.reject {
-                writeln!(
-                    w,
-                    "{},{},{},{},{},{},{}",
-                    csv_field(&o.order_id),
-                    o.line,
-                    csv_field(&o.kk),
-                    period,
-                    rupiah(o.amount.into()),
-                    r.as_str(),
-                    csv_field(detail)
-                )?;
-            }
+    writeln!(w, "{REPORT_HEADER}").map_err(io)?;
+    report_lines(&mut w, plan, results, program, period).map_err(io)?;
+    w.flush().map_err(io)
+}
+
+/// The report's lines for `plan`'s rejected orders and credits.
+fn report_lines(
+    w: &mut impl Write,
+    plan: &Plan,
+    results: &[PartResult],
+    program: Program,
+    period: &Period,
+) -> std::io::Result<()> {
+    for o in &plan.orders {
+        if let Some((r, detail)) = &o.reject {
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{}",
+                csv_field(&o.order_id),
+                o.line,
+                csv_field(&o.kk),
+                period,
+                rupiah(o.amount.into()),
+                r.as_str(),
+                csv_field(detail)
+            )?;
         }
-        for (p, r) in plan.parts.iter().zip(results) {
-            if let PartResult::Rejected(reason, code) = r {
-                let o = &plan.orders[p.order as usize];
-                let when = p.month.map_or(period.to_string(), |m| m.to_string());
-                writeln!(
-                    w,
-                    "{},{},{},{},{},{},ledger answered {} ({:?}) for key {}",
-                    csv_field(&o.order_id),
-                    o.line,
-                    p.kk,
-                    when,
-                    rupiah(p.amount.into()),
-                    reason.as_str(),
-                    code.de39(),
-                    code,
-                    credit_key(program, period, p)
-                )?;
-            }
+    }
+    for (p, r) in plan.parts.iter().zip(results) {
+        if let PartResult::Rejected(reason, code) = r {
+            let o = &plan.orders[p.order as usize];
+            let when = p.month.map_or(period.to_string(), |m| m.to_string());
+            writeln!(
+                w,
+                "{},{},{},{},{},{},ledger answered {} ({:?}) for key {}",
+                csv_field(&o.order_id),
+                o.line,
+                p.kk,
+                when,
+                rupiah(p.amount.into()),
+                reason.as_str(),
+                code.de39(),
+                code,
+                credit_key(program, period, p)
+            )?;
         }
-        w.flush()
-    };
-    go().map_err(io)
+    }
+    Ok(())
 }
 
 /// Quotes a field that holds a comma, quote or line break.

@@ -97,7 +97,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The family's entitlement in this period, if it is known.
-    fn entitlement(&self, f: &FamilyRow) -> Amount {
+    pub(crate) fn entitlement(&self, f: &FamilyRow) -> Amount {
         match self.program {
             Program::Pkh if f.pkh => self
                 .programs
@@ -107,7 +107,7 @@ impl Context<'_> {
         }
     }
 
-    fn enrolled(&self, f: &FamilyRow) -> bool {
+    pub(crate) fn enrolled(&self, f: &FamilyRow) -> bool {
         match self.program {
             Program::Pkh => f.pkh,
             Program::Bpnt => f.bpnt,

@@ -107,10 +107,35 @@ impl Store {
 
     /// Every family, by KK.
     pub async fn families(&self) -> Result<Vec<FamilyRow>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.families_page(after, 1 << 18).await?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = Some(last.kk);
+            all.extend(page);
+        }
+    }
+
+    /// Up to `limit` families by KK, from the first KK above `after` (from
+    /// the first, without it): a wave of tens of millions reads them a page
+    /// at a time.
+    pub async fn families_page(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<FamilyRow>, StoreError> {
         const SQL: &str =
-            "SELECT kk, nik, bank, province, pkh, bpnt, components, pan FROM families ORDER BY kk";
+            "SELECT kk, nik, bank, province, pkh, bpnt, components, pan FROM families \
+             WHERE kk > $1 ORDER BY kk LIMIT $2";
+        // KKs are 16-digit numbers, so -1 is below every one of them.
+        let after = after.map_or(-1, |k| k as i64);
         Ok(match self {
             Store::Sqlite(pool) => sqlx::query(SQL)
+                .bind(after)
+                .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -126,6 +151,8 @@ impl Store {
                 })
                 .collect(),
             Store::Postgres(pool) => sqlx::query(SQL)
+                .bind(after)
+                .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
                 .into_iter()
