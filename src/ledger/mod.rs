@@ -101,7 +101,7 @@ pub use outcome::{
     ApprovalCode, Balances, BlockReason, Code, Effects, Outcome, Posting, PostingKind, Reply, Span,
     SweepLine,
 };
-pub use snapshot::{Counters, InvariantViolation, Snapshot, SnapshotImage};
+pub use snapshot::{Counters, InvariantViolation, Snapshot, SnapshotImage, SnapshotRef};
 pub use state::{
     Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, MarkError, Marks, Posted,
     Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,

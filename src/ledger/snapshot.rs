@@ -111,42 +111,85 @@ impl SnapshotImage {
 
 impl Serialize for SnapshotImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        /// The keys as the `Vec<(RequestKey, KeyRecord)>` a snapshot holds.
-        struct Keys<'a>(&'a super::keys::FrozenKeys);
-        impl Serialize for Keys<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeSeq;
-                // The length up front: postcard writes it before the items.
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for entry in self.0.iter() {
-                    seq.serialize_element(entry)?;
-                }
-                seq.end()
-            }
-        }
-        /// The cards' marks as the `Vec<[Marks; 2]>` a snapshot holds.
-        struct MarksOf<'a>(&'a [Card]);
-        impl Serialize for MarksOf<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeSeq;
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for card in self.0 {
-                    seq.serialize_element(&card.marks)?;
-                }
-                seq.end()
-            }
-        }
-        // Field for field what `#[derive(Serialize)]` writes for `Snapshot`.
-        let mut s = serializer.serialize_struct("Snapshot", 6)?;
-        s.serialize_field("config", &self.config)?;
-        s.serialize_field("counters", &self.counters)?;
-        s.serialize_field("accounts", &self.accounts)?;
-        s.serialize_field("cards", &self.cards)?;
-        s.serialize_field("keys", &Keys(&self.keys))?;
-        s.serialize_field("marks", &MarksOf(&self.cards))?;
-        s.end()
+        serialize_parts(
+            serializer,
+            &self.config,
+            &self.counters,
+            &self.accounts,
+            &self.cards,
+            &self.keys,
+        )
     }
+}
+
+/// The running ledger's state, serialized in place as its [`Snapshot`]:
+/// for a checkpoint when nothing changes the ledger while it is encoded
+/// (the last one, at shutdown), so not even accounts and cards are copied.
+pub struct SnapshotRef<'a> {
+    config: LedgerConfig,
+    counters: Counters,
+    accounts: &'a [Account],
+    cards: &'a [Card],
+    keys: super::keys::FrozenKeys,
+}
+
+impl Serialize for SnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_parts(
+            serializer,
+            &self.config,
+            &self.counters,
+            self.accounts,
+            self.cards,
+            &self.keys,
+        )
+    }
+}
+
+/// Field for field what `#[derive(Serialize)]` writes for [`Snapshot`],
+/// from the parts a ledger keeps.
+fn serialize_parts<S: serde::Serializer>(
+    serializer: S,
+    config: &LedgerConfig,
+    counters: &Counters,
+    accounts: &[Account],
+    cards: &[Card],
+    keys: &super::keys::FrozenKeys,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    /// The keys as the `Vec<(RequestKey, KeyRecord)>` a snapshot holds.
+    struct Keys<'a>(&'a super::keys::FrozenKeys);
+    impl Serialize for Keys<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            // The length up front: postcard writes it before the items.
+            let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+            for entry in self.0.iter() {
+                seq.serialize_element(entry)?;
+            }
+            seq.end()
+        }
+    }
+    /// The cards' marks as the `Vec<[Marks; 2]>` a snapshot holds.
+    struct MarksOf<'a>(&'a [Card]);
+    impl Serialize for MarksOf<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+            for card in self.0 {
+                seq.serialize_element(&card.marks)?;
+            }
+            seq.end()
+        }
+    }
+    let mut s = serializer.serialize_struct("Snapshot", 6)?;
+    s.serialize_field("config", config)?;
+    s.serialize_field("counters", counters)?;
+    s.serialize_field("accounts", accounts)?;
+    s.serialize_field("cards", cards)?;
+    s.serialize_field("keys", &Keys(keys))?;
+    s.serialize_field("marks", &MarksOf(cards))?;
+    s.end()
 }
 
 /// A broken invariant, found by [`Ledger::check_invariants`] or refused by
@@ -201,6 +244,17 @@ impl Ledger {
             counters: self.counters(),
             accounts: self.books.accounts.clone(),
             cards: self.cards.clone(),
+            keys: self.keys.frozen(),
+        }
+    }
+
+    /// The state as a [`SnapshotRef`], borrowing accounts and cards.
+    pub fn snapshot_ref(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
+            config: self.config,
+            counters: self.counters(),
+            accounts: &self.books.accounts,
+            cards: &self.cards,
             keys: self.keys.frozen(),
         }
     }

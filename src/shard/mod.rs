@@ -642,24 +642,10 @@ impl Shard {
         let Some(ledger) = self.ledger.as_ref() else {
             return;
         };
-        // Accounts and cards are copied here; key records are shared.
-        let snap = ledger.snapshot_image();
         let batch = ledger.counters().batches;
         let (bank, generation, ts) = (self.bank, self.generation, self.last_ts);
         let commit = self.commit.clone();
-        let write = async move {
-            let encoded = tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await;
-            let body = match encoded {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(bank, error = %e, "checkpoint encoding failed");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(bank, error = %e, "checkpoint encoding task failed");
-                    return;
-                }
-            };
+        let send = move |body: Vec<u8>| async move {
             let checkpoint = Checkpoint { batch, ts, body };
             let _ = commit
                 .send(CommitItem::Checkpoint {
@@ -670,9 +656,24 @@ impl Shard {
                 .await;
         };
         if last {
-            write.await;
+            // Nothing changes the ledger any more: encode it in place, with
+            // no copy of its accounts and cards.
+            match postcard::to_stdvec(&ledger.snapshot_ref()) {
+                Ok(body) => send(body).await,
+                Err(e) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
+            }
         } else {
-            tokio::spawn(write);
+            // Accounts and cards are copied here; key records are shared.
+            let snap = ledger.snapshot_image();
+            tokio::spawn(async move {
+                match tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await {
+                    Ok(Ok(body)) => send(body).await,
+                    Ok(Err(e)) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
+                    Err(e) => {
+                        tracing::error!(bank, error = %e, "checkpoint encoding task failed")
+                    }
+                }
+            });
         }
         self.since_checkpoint = 0;
         self.commands_since_checkpoint = 0;

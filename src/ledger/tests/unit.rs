@@ -1411,6 +1411,10 @@ fn snapshot_image_encodes_as_the_snapshot_and_stays_frozen() {
     let image = w.ledger.snapshot_image();
     let bytes = postcard::to_stdvec(&snap).expect("snapshot encodes");
     assert_eq!(postcard::to_stdvec(&image).expect("image encodes"), bytes);
+    assert_eq!(
+        postcard::to_stdvec(&w.ledger.snapshot_ref()).expect("encodes in place"),
+        bytes
+    );
     assert_eq!(image.keys_len(), snap.keys.len());
     // The ledger goes on: an old record is marked reversed (its block is
     // shared with the image), new keys are added, more keys expire.
@@ -1594,6 +1598,10 @@ fn period_marks_survive_snapshots_and_old_checkpoints_still_load() {
     let bytes = postcard::to_stdvec(&snap).expect("encodes");
     assert_eq!(
         postcard::to_stdvec(&w.ledger.snapshot_image()).expect("encodes"),
+        bytes
+    );
+    assert_eq!(
+        postcard::to_stdvec(&w.ledger.snapshot_ref()).expect("encodes"),
         bytes
     );
     let back = Snapshot::decode(&bytes).expect("decodes");
