@@ -19,8 +19,8 @@ use super::outcome::{
     SweepLine,
 };
 use super::state::{
-    Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, MarkError, Posted, Wallet,
-    SOURCE_ACCOUNT, TREASURY_ACCOUNT,
+    card_secs, Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, MarkError, Posted,
+    Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
 };
 use super::table::{prefetch, PanIndex};
 use super::types::{
@@ -490,7 +490,7 @@ impl Ledger {
         };
         let verdict = if right {
             c.pin_tries = 0;
-            c.last_use_at = Some(now);
+            c.last_use_at = Some(card_secs(now));
             Ok(())
         } else {
             c.pin_tries = c.pin_tries.saturating_add(1);
@@ -665,11 +665,14 @@ impl Ledger {
             return (Reply::code(Code::KeyConflict), false);
         }
         let w = c.program.index();
-        let mut check = self.cards[card.0 as usize].marks[w].check(c.period);
+        let mut check = self.cards[card.0 as usize].lots[w].marks().check(c.period);
         if check.is_ok() && self.credit_keys > 0 && self.paid_by_keyed_credit(c) {
             // Paid under its key: marked now, so the answer stays the same
             // once the key expires.
-            self.cards[card.0 as usize].marks[w].insert(c.period);
+            let lots = &mut self.cards[card.0 as usize].lots[w];
+            let mut marks = lots.marks();
+            marks.insert(c.period);
+            lots.set_marks(marks);
             self.list_card(card, fx);
             check = Err(MarkError::Already);
         }
@@ -748,12 +751,14 @@ impl Ledger {
         let now = self.now;
         let card_state = &mut self.cards[card.0 as usize];
         if let Some(period) = period {
-            card_state.marks[w].insert(period);
+            let mut marks = card_state.lots[w].marks();
+            marks.insert(period);
+            card_state.lots[w].set_marks(marks);
         }
         let wallet = &mut card_state.wallets[w];
         wallet.credited = credited;
-        let lots = &mut card_state.lots[w].lots;
-        match lots.last_mut() {
+        let lots = &mut card_state.lots[w];
+        match lots.lots.last_mut() {
             // Credits in one batch share an arrival; one lot is enough.
             Some(lot) if lot.arrived_at == now => lot.end = credited,
             _ => lots.push(super::state::Lot {
@@ -765,7 +770,7 @@ impl Ledger {
             i128::from(self.books.balance(account)),
             i128::from(wallet.balance())
         );
-        card_state.first_credit_at.get_or_insert(now);
+        card_state.first_credit_at.get_or_insert(card_secs(now));
         let balances = card_state.balances();
         self.list_card(card, fx);
         self.approved(Some(balances))
@@ -906,17 +911,16 @@ impl Ledger {
                 pin_tries: 0,
                 wallets: [Wallet::new(pkh), Wallet::new(bpnt)],
                 lots: Default::default(),
-                opened_at: self.now,
+                opened_at: card_secs(self.now),
                 first_credit_at: None,
                 last_use_at: None,
-                clock_reset_at: self.now,
+                clock_reset_at: card_secs(self.now),
                 day: 0,
                 day_amount: 0,
                 day_count: 0,
                 purchased: 0,
                 withdrawn: 0,
                 replaced_by: None,
-                marks: Default::default(),
             },
         );
         let inserted = self.pans.insert(pan, id);
@@ -994,7 +998,7 @@ impl Ledger {
             CardStatus::Active => return Code::Approved,
             CardStatus::Inactive => {
                 c.status = CardStatus::Active;
-                c.clock_reset_at = now;
+                c.clock_reset_at = card_secs(now);
             }
             _ => return Code::InvalidTransition,
         }
@@ -1013,7 +1017,7 @@ impl Ledger {
         c.pin_tries = 0;
         if c.status == CardStatus::PinBlocked {
             c.status = CardStatus::Active;
-            c.clock_reset_at = now;
+            c.clock_reset_at = card_secs(now);
         }
         self.list_card(card, fx);
         Code::Approved
@@ -1047,7 +1051,7 @@ impl Ledger {
             CardStatus::Active => {}
             CardStatus::Blocked { .. } | CardStatus::PinBlocked => {
                 c.status = CardStatus::Active;
-                c.clock_reset_at = now;
+                c.clock_reset_at = card_secs(now);
             }
             // admin_card refused closed cards.
             CardStatus::Closed => return Code::CardClosed,
@@ -1094,15 +1098,12 @@ impl Ledger {
                 Wallet::new(from),
             );
             let lots = std::mem::take(&mut self.cards[old.0 as usize].lots[w]);
-            // The periods credited follow the family to its new card.
-            let marks = std::mem::take(&mut self.cards[old.0 as usize].marks[w]);
             let n = &mut self.cards[new.0 as usize];
             n.wallets[w] = Wallet {
                 account: to,
                 ..line
             };
             n.lots[w] = lots;
-            n.marks[w] = marks;
         }
         let (first_credit_at, last_use_at, day, day_amount, day_count) = {
             let o = &mut self.cards[old.0 as usize];
@@ -1233,7 +1234,7 @@ fn return_old_lots(
     // Stretch 0 is the floor, then the kept lots in order.
     for s in 0..=lots.lots.len() {
         let (arrived_at, end) = if s == 0 {
-            (lots.floor_arrived_at, lots.floor_end)
+            (u64::from(lots.floor_arrived_at), lots.floor_end)
         } else {
             let lot = lots.lots[s - 1];
             (lot.arrived_at, lot.end)
@@ -1284,8 +1285,8 @@ fn forget_spent_lots(wallet: &Wallet, lots: &mut Lots, as_of: u64, forget_after:
     }
     let newest = lots.lots[spent - 1];
     lots.floor_end = newest.end;
-    lots.floor_arrived_at = newest.arrived_at;
-    lots.lots.drain(..spent);
+    lots.floor_arrived_at = card_secs(newest.arrived_at);
+    lots.drop_oldest(spent);
     true
 }
 

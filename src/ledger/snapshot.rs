@@ -177,7 +177,7 @@ fn serialize_parts<S: serde::Serializer>(
             use serde::ser::SerializeSeq;
             let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
             for card in self.0 {
-                seq.serialize_element(&card.marks)?;
+                seq.serialize_element(&[card.lots[0].marks(), card.lots[1].marks()])?;
             }
             seq.end()
         }
@@ -224,7 +224,13 @@ impl Ledger {
         let mut cards = self.cards.clone();
         let marks = cards
             .iter_mut()
-            .map(|c| std::mem::take(&mut c.marks))
+            .map(|c| {
+                let marks = [c.lots[0].marks(), c.lots[1].marks()];
+                for lots in &mut c.lots {
+                    lots.set_marks(Marks::default());
+                }
+                marks
+            })
             .collect();
         Snapshot {
             config: self.config,
@@ -280,7 +286,9 @@ impl Ledger {
             ));
         }
         for (card, m) in cards.iter_mut().zip(marks) {
-            card.marks = m;
+            for (lots, marks) in card.lots.iter_mut().zip(m) {
+                lots.set_marks(marks);
+            }
         }
         let mut ledger = Ledger::new(config);
         super::huge::advise_vec(&accounts);
@@ -421,7 +429,7 @@ impl Ledger {
                 }
                 let lots = &card.lots[program.index()];
                 let mut end = lots.floor_end;
-                let mut arrived = lots.floor_arrived_at;
+                let mut arrived = u64::from(lots.floor_arrived_at);
                 for lot in &lots.lots {
                     if lot.end <= end || lot.arrived_at < arrived {
                         return broken(format!("card {i}: lots out of order"));

@@ -124,8 +124,10 @@ impl Wallet {
     }
 }
 
-/// A wallet's credit lots, for the dormant sweep: only credits, the sweep
-/// and replacement touch them, so they live apart from the hot fields.
+/// A wallet's credit lots, for the dormant sweep, and the disbursement
+/// periods credited to it: only credits, the sweep and replacement touch
+/// them, so they live apart from the hot fields. 40 bytes in the card; the
+/// kept lots are on the heap, allocated to their exact number.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Lots {
     /// Lots older than the ones kept are merged into one "floor" stretch
@@ -133,22 +135,86 @@ pub struct Lots {
     /// below it.
     pub floor_end: Amount,
     /// Arrival of the newest lot merged into the floor (so a floor is never
-    /// returned earlier than any of its lots would have been).
-    pub floor_arrived_at: u64,
+    /// returned earlier than any of its lots would have been), unix seconds.
+    pub floor_arrived_at: u32,
+    /// The wallet's [`Marks`], split so the card stays 256 bytes. Not in the
+    /// serialized form: a snapshot carries marks in its own field.
+    #[serde(skip)]
+    mark_base: u16,
     /// Kept lots, oldest first; ends strictly increasing, above `floor_end`,
     /// the last one (or the floor) ending at the wallet's `credited`.
-    pub lots: Vec<Lot>,
+    /// (Serialized as the list it is; a boxed slice, 16 bytes, rather than
+    /// a `Vec`, 24, as it changes only when a credit arrives or the sweep
+    /// merges lots.)
+    #[serde(with = "boxed_lots")]
+    pub lots: Box<[Lot]>,
+    #[serde(skip)]
+    mark_bits: u64,
+}
+
+impl Lots {
+    /// The disbursement periods credited to the wallet.
+    pub fn marks(&self) -> Marks {
+        Marks {
+            base: self.mark_base,
+            bits: self.mark_bits,
+        }
+    }
+
+    /// Replaces the wallet's marks.
+    pub fn set_marks(&mut self, marks: Marks) {
+        self.mark_base = marks.base;
+        self.mark_bits = marks.bits;
+    }
+
+    /// Appends a lot.
+    pub(crate) fn push(&mut self, lot: Lot) {
+        let mut v = std::mem::take(&mut self.lots).into_vec();
+        v.push(lot);
+        self.lots = v.into_boxed_slice();
+    }
+
+    /// Drops the oldest `n` lots.
+    pub(crate) fn drop_oldest(&mut self, n: usize) {
+        let mut v = std::mem::take(&mut self.lots).into_vec();
+        v.drain(..n.min(v.len()));
+        self.lots = v.into_boxed_slice();
+    }
+}
+
+/// Serde for [`Lots::lots`]: exactly as the `Vec<Lot>` it was.
+mod boxed_lots {
+    use super::Lot;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(lots: &[Lot], s: S) -> Result<S::Ok, S::Error> {
+        lots.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[Lot]>, D::Error> {
+        Ok(Vec::<Lot>::deserialize(d)?.into_boxed_slice())
+    }
+}
+
+/// A unix time in seconds as the card keeps it (`u32`, which lasts until
+/// 2106); later times are kept as `u32::MAX`.
+pub(crate) fn card_secs(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
 }
 
 /// A KKS card and its two wallets.
 ///
-/// Laid out by hand (`repr(C)`, 64-byte aligned): everything a card
-/// transaction reads or writes is in the first two cache lines, so a
-/// purchase on a card that is not in cache costs two misses, not five.
+/// Laid out by hand (`repr(C)`, 64-byte aligned, 256 bytes): everything a
+/// card transaction reads or writes is in the first two cache lines, so a
+/// purchase on a card that is not in cache costs two misses, not four. Times
+/// are `u32` unix seconds, which keeps the card at four lines (and they
+/// serialize exactly as the `u64`s they were: postcard writes both as the
+/// same varint).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[repr(C, align(64))]
 pub struct Card {
-    // Cache line 0.
+    // Cache line 0. (Fields are in the order checkpoints have always
+    // written them.)
     /// Status.
     pub status: CardStatus,
     /// Consecutive wrong PINs.
@@ -166,36 +232,57 @@ pub struct Card {
     // Cache line 1.
     /// PKH then BPNT, indexed by [`Program::index`].
     pub wallets: [Wallet; 2],
-    /// Last cardholder transaction: any request that passed the PIN check.
-    /// Credits do not count.
-    pub last_use_at: Option<u64>,
-    // Cold.
+    /// Last cardholder transaction (unix seconds): any request that passed
+    /// the PIN check. Credits do not count.
+    pub last_use_at: Option<u32>,
     /// Approved withdrawals, net of reversals (for `audit --json`).
     pub withdrawn: Amount,
+    // Cold.
     /// Card number (DE2).
     pub pan: Pan,
     /// Family (KK).
     pub family: FamilyId,
-    /// When opened (or issued as a replacement).
-    pub opened_at: u64,
-    /// First credit ever (carried over on replacement).
-    pub first_credit_at: Option<u64>,
-    /// Last activation, unblock or replacement: restarts the dormancy clock
-    /// so an unblocked card is not blocked again by the next sweep.
-    pub clock_reset_at: u64,
+    /// When opened (or issued as a replacement), unix seconds.
+    pub opened_at: u32,
+    /// First credit ever (carried over on replacement), unix seconds.
+    pub first_credit_at: Option<u32>,
+    /// Last activation, unblock or replacement (unix seconds): restarts the
+    /// dormancy clock so an unblocked card is not blocked again by the next
+    /// sweep.
+    pub clock_reset_at: u32,
     /// The card that replaced this one; reversals of this card's payments
     /// credit that card.
     pub replaced_by: Option<CardId>,
-    /// Credit lots of each wallet, indexed like `wallets`.
+    /// Credit lots and credited periods of each wallet, indexed like
+    /// `wallets`.
     pub lots: [Lots; 2],
-    /// Disbursement periods credited to each wallet (indexed like
-    /// `wallets`): the idempotency of [`Command::PeriodCredit`]. Kept out of
-    /// the card's serialized form; a snapshot carries them in its own
-    /// trailing field, so checkpoints written before they existed still load.
-    ///
-    /// [`Command::PeriodCredit`]: crate::ledger::Command::PeriodCredit
-    #[serde(skip)]
-    pub marks: [Marks; 2],
+}
+
+impl Card {
+    /// Both wallet balances.
+    pub fn balances(&self) -> super::outcome::Balances {
+        super::outcome::Balances {
+            pkh: self.wallets[0].balance(),
+            bpnt: self.wallets[1].balance(),
+        }
+    }
+
+    /// The moment the dormancy clock runs from: the last cardholder
+    /// transaction, else the first credit, else the opening; but never before
+    /// the last activation, unblock or replacement.
+    pub fn dormancy_anchor(&self) -> u64 {
+        u64::from(
+            self.last_use_at
+                .or(self.first_credit_at)
+                .unwrap_or(self.opened_at)
+                .max(self.clock_reset_at),
+        )
+    }
+
+    /// Disbursement periods credited to the wallet of `program`.
+    pub fn marks(&self, program: Program) -> Marks {
+        self.lots[program.index()].marks()
+    }
 }
 
 /// The disbursement periods credited to one wallet, as a 64-period window:
@@ -282,26 +369,6 @@ impl Marks {
             base,
             bits: bits | 1 << (period - base),
         };
-    }
-}
-
-impl Card {
-    /// Both wallet balances.
-    pub fn balances(&self) -> super::outcome::Balances {
-        super::outcome::Balances {
-            pkh: self.wallets[0].balance(),
-            bpnt: self.wallets[1].balance(),
-        }
-    }
-
-    /// The moment the dormancy clock runs from: the last cardholder
-    /// transaction, else the first credit, else the opening; but never before
-    /// the last activation, unblock or replacement.
-    pub fn dormancy_anchor(&self) -> u64 {
-        self.last_use_at
-            .or(self.first_credit_at)
-            .unwrap_or(self.opened_at)
-            .max(self.clock_reset_at)
     }
 }
 

@@ -984,7 +984,7 @@ fn sweep_forgets_spent_lots_after_the_reversal_window() {
     // Lots that arrived ≤ 300 − 135 days ago and are spent are merged.
     assert_eq!(lots.lots.len(), 0);
     assert_eq!(lots.floor_end, 1_000 * RP);
-    assert_eq!(lots.floor_arrived_at, T0 + 120 * DAY);
+    assert_eq!(u64::from(lots.floor_arrived_at), T0 + 120 * DAY);
 }
 
 #[test]
@@ -1388,9 +1388,10 @@ fn sizes_stay_small() {
     assert!(std::mem::size_of::<KeyRecord>() <= 160);
     // Everything a card transaction touches is in the first two lines.
     assert_eq!(std::mem::align_of::<Card>(), 64);
-    assert!(std::mem::offset_of!(Card, last_use_at) + 16 <= 128);
+    assert_eq!(std::mem::size_of::<Card>(), 256);
+    assert!(std::mem::offset_of!(Card, day_amount) + 8 <= 64);
     assert!(std::mem::offset_of!(Card, wallets) >= 64);
-    assert!(std::mem::offset_of!(Card, purchased) + 8 <= 64);
+    assert!(std::mem::offset_of!(Card, withdrawn) + 8 <= 128);
 }
 
 #[test]
@@ -1593,7 +1594,7 @@ fn period_marks_survive_snapshots_and_old_checkpoints_still_load() {
     w.one(period_credit(Program::Bpnt, 24_312, 1, 100));
     let snap = w.ledger.snapshot();
     assert_eq!(snap.marks.len(), 1);
-    assert_eq!(snap.cards[0].marks, [Marks::default(); 2]);
+    assert_eq!(snap.cards[0].marks(Program::Bpnt), Marks::default());
     // The image writes what the snapshot writes, marks included.
     let bytes = postcard::to_stdvec(&snap).expect("encodes");
     assert_eq!(
@@ -1652,7 +1653,7 @@ fn period_credit_knows_a_period_paid_by_a_keyed_credit_before_it() {
     assert!(again.replayed);
     assert!(w.fx.postings.is_empty());
     // Marked as well, and answered the same again.
-    assert!(w.card(pan(1)).marks[1].contains(march));
+    assert!(w.card(pan(1)).marks(Program::Bpnt).contains(march));
     assert!(w.one(period_credit(Program::Bpnt, march, 1, 1)).replayed);
     // Other periods and the PKH tahap key form.
     assert!(
@@ -1671,4 +1672,75 @@ fn period_credit_knows_a_period_paid_by_a_keyed_credit_before_it() {
     );
     assert!(!w.one(period_credit(Program::Pkh, 2026 * 12, 1, 5)).replayed);
     assert_eq!(w.balances(pan(1)).pkh, 10);
+}
+
+#[test]
+fn cards_read_from_checkpoints_written_before_the_256_byte_layout() {
+    // The card and lots as checkpoints wrote them before times became u32
+    // and lots a boxed slice: same fields, same order.
+    #[derive(serde::Serialize)]
+    struct OldLots {
+        floor_end: Amount,
+        floor_arrived_at: u64,
+        lots: Vec<Lot>,
+    }
+    #[derive(serde::Serialize)]
+    struct OldCard {
+        status: CardStatus,
+        pin_tries: u8,
+        day_count: u32,
+        day: u64,
+        pvv: Pvv,
+        day_amount: Amount,
+        purchased: Amount,
+        wallets: [Wallet; 2],
+        last_use_at: Option<u64>,
+        withdrawn: Amount,
+        pan: Pan,
+        family: FamilyId,
+        opened_at: u64,
+        first_credit_at: Option<u64>,
+        clock_reset_at: u64,
+        replaced_by: Option<CardId>,
+        lots: [OldLots; 2],
+    }
+    let mut w = World::new();
+    w.fund(pan(1), 300, 200);
+    w.now += 3 * DAY;
+    w.fund(pan(1), 0, 50);
+    w.now += DAY;
+    assert_eq!(
+        w.code(withdrawal("W1", Program::Pkh, pan(1), 100)),
+        Code::Approved
+    );
+    let now = w.card(pan(1)).clone();
+    let old = OldCard {
+        status: now.status,
+        pin_tries: now.pin_tries,
+        day_count: now.day_count,
+        day: now.day,
+        pvv: now.pvv,
+        day_amount: now.day_amount,
+        purchased: now.purchased,
+        wallets: now.wallets,
+        last_use_at: now.last_use_at.map(u64::from),
+        withdrawn: now.withdrawn,
+        pan: now.pan,
+        family: now.family,
+        opened_at: u64::from(now.opened_at),
+        first_credit_at: now.first_credit_at.map(u64::from),
+        clock_reset_at: u64::from(now.clock_reset_at),
+        replaced_by: now.replaced_by,
+        lots: now.lots.clone().map(|l| OldLots {
+            floor_end: l.floor_end,
+            floor_arrived_at: u64::from(l.floor_arrived_at),
+            lots: l.lots.to_vec(),
+        }),
+    };
+    let bytes = postcard::to_stdvec(&old).expect("encodes");
+    assert_eq!(postcard::to_stdvec(&now).expect("encodes"), bytes);
+    let back: Card = postcard::from_bytes(&bytes).expect("old cards decode");
+    assert_eq!(back, now);
+    assert_eq!(back.lots[1].lots.len(), 2);
+    assert_eq!(back.last_use_at.map(u64::from), Some(w.now));
 }
