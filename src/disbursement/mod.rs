@@ -435,7 +435,7 @@ fn report_path(cfg: &DisburseConfig) -> PathBuf {
 }
 
 /// Families per page read while planning a wave from entitlements.
-const PAGE: u32 = 1 << 18;
+const PAGE: u32 = 1 << 16;
 
 /// One family's order in a wave from entitlements: 16 bytes, so a wave of
 /// 20M families plans in about 320 MB (the order id is derived from the KK).
@@ -448,8 +448,8 @@ struct Entry {
 
 /// A real wave from the families' entitlements, in two phases.
 ///
-/// Planning reads the families a page at a time and keeps 16 bytes per
-/// order, by bank. The credit phase then sends every bank's credits to its
+/// Planning reads the enrolled families a page at a time (only the columns
+/// an entitlement needs) and keeps 16 bytes per order, by bank. The credit phase then sends every bank's credits to its
 /// shard at once, in chunks, and adds each chunk's answers to the summary
 /// and the reject report as they come back: no per-credit result is kept.
 /// The summary gives the credit phase's wall time (`credit_seconds`).
@@ -477,10 +477,11 @@ async fn run_wave(
 
     // Plan.
     let mut banks: Vec<(Bank, Vec<Entry>)> = Bank::ALL.iter().map(|&b| (b, Vec::new())).collect();
-    let pb = progress(store.family_count().await?, "planning");
+    let pkh = cfg.program == Program::Pkh;
+    let pb = progress(store.enrolled_count(pkh).await?, "planning");
     let mut after = None;
     loop {
-        let rows = store.families_page(after, PAGE).await?;
+        let rows = store.enrolled_page(pkh, after, PAGE).await?;
         let Some(last) = rows.last() else {
             break;
         };
