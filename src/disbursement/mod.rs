@@ -3,12 +3,13 @@
 //! control total (DESIGN §4, INTERFACE §8; the file format and the rules are
 //! in `specs/disbursement.md`).
 //!
-//! Why one credit per (family, tahap) and per (family, month): the credit's
-//! idempotency key is `PKH:<yyyy-Tn>:<kk>` or `BPNT:<yyyy-mm>:<kk>`, so
-//! re-running a file, resuming after a crash, or paying a range of months
-//! that overlaps an earlier wave credits every family once. The ledger
-//! answers a repeated key with its first answer, marked as replayed, which
-//! is what "already credited" counts.
+//! Why one credit per (family, tahap) and per (family, month): each is a
+//! [`PeriodCredit`], which the family's card marks as paid for that period
+//! (a bitmap per wallet, see `ledger::Marks`), so re-running a file,
+//! resuming after a crash, or paying a range of months that overlaps an
+//! earlier wave credits every family once. The ledger answers a period
+//! already paid as approved and replayed, which is what "already credited"
+//! counts.
 
 mod orders;
 

@@ -169,16 +169,17 @@ impl Lots {
 
     /// Appends a lot.
     pub(crate) fn push(&mut self, lot: Lot) {
-        let mut v = std::mem::take(&mut self.lots).into_vec();
+        // Allocated to the exact length: a Vec's growth (and shrinking
+        // afterwards) would leave every wallet a fragment of unused heap.
+        let mut v = Vec::with_capacity(self.lots.len() + 1);
+        v.extend_from_slice(&self.lots);
         v.push(lot);
         self.lots = v.into_boxed_slice();
     }
 
     /// Drops the oldest `n` lots.
     pub(crate) fn drop_oldest(&mut self, n: usize) {
-        let mut v = std::mem::take(&mut self.lots).into_vec();
-        v.drain(..n.min(v.len()));
-        self.lots = v.into_boxed_slice();
+        self.lots = self.lots[n.min(self.lots.len())..].into();
     }
 }
 
