@@ -157,6 +157,9 @@ enum CommitItem {
         bank: u16,
         generation: u64,
         checkpoint: Checkpoint,
+        /// Held until the checkpoint is written (or dropped): see
+        /// `Shard::finals`.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// Completes once everything queued before it is durable.
     Barrier(oneshot::Sender<()>),
@@ -265,6 +268,7 @@ impl Shards {
                 .collect(),
         );
         let (commit_tx, commit_rx) = mpsc::channel(cfg.commit_queue_max.max(1));
+        let finals = Arc::new(tokio::sync::Semaphore::new(1));
         let committer = tokio::spawn(committer(
             store.clone(),
             commit_rx,
@@ -302,7 +306,7 @@ impl Shards {
             let (ledger, replayed) = r?;
             // A journal always starts behind a checkpoint, which records the
             // rules its batches are applied with (see `recover`).
-            if store.load_checkpoint(bank).await?.is_none() {
+            if !store.has_checkpoint(bank).await? {
                 let body =
                     postcard::to_stdvec(&ledger.snapshot()).map_err(|e| ShardError::Corrupt {
                         bank,
@@ -337,6 +341,7 @@ impl Shards {
                 commands_since_checkpoint: 0,
                 records_at_checkpoint,
                 next_key_expiry: 0,
+                finals: finals.clone(),
             };
             tasks.push(tokio::spawn(shard.run()));
         }
@@ -461,6 +466,11 @@ struct Shard {
     /// at start-up.
     records_at_checkpoint: u64,
     next_key_expiry: u64,
+    /// One permit, shared by all banks: a final (shutdown) checkpoint is
+    /// encoded only while holding it, and the committer drops it once the
+    /// checkpoint is written, so shutdown holds one bank's encoded state at
+    /// a time rather than every bank's at once.
+    finals: Arc<tokio::sync::Semaphore>,
 }
 
 /// Records a checkpoint of `ledger` writes, roughly: accounts (two per
@@ -645,21 +655,23 @@ impl Shard {
         let batch = ledger.counters().batches;
         let (bank, generation, ts) = (self.bank, self.generation, self.last_ts);
         let commit = self.commit.clone();
-        let send = move |body: Vec<u8>| async move {
+        let send = move |body: Vec<u8>, permit| async move {
             let checkpoint = Checkpoint { batch, ts, body };
             let _ = commit
                 .send(CommitItem::Checkpoint {
                     bank,
                     generation,
                     checkpoint,
+                    permit,
                 })
                 .await;
         };
         if last {
             // Nothing changes the ledger any more: encode it in place, with
-            // no copy of its accounts and cards.
+            // no copy of its accounts and cards, one bank at a time.
+            let permit = self.finals.clone().acquire_owned().await.ok();
             match postcard::to_stdvec(&ledger.snapshot_ref()) {
-                Ok(body) => send(body).await,
+                Ok(body) => send(body, permit).await,
                 Err(e) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
             }
         } else {
@@ -667,7 +679,7 @@ impl Shard {
             let snap = ledger.snapshot_image();
             tokio::spawn(async move {
                 match tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await {
-                    Ok(Ok(body)) => send(body).await,
+                    Ok(Ok(body)) => send(body, None).await,
                     Ok(Err(e)) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
                     Err(e) => {
                         tracing::error!(bank, error = %e, "checkpoint encoding task failed")
@@ -688,6 +700,8 @@ struct CheckpointWrite {
     checkpoint: Checkpoint,
     /// Pieces written so far.
     written: u32,
+    /// Released when this write ends (see `Shard::finals`).
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl CheckpointWrite {
@@ -789,6 +803,7 @@ async fn committer(
                     bank,
                     generation,
                     checkpoint,
+                    permit,
                 } => {
                     if !failed && current(bank, generation) {
                         // A newer checkpoint of the bank supersedes one not
@@ -799,6 +814,7 @@ async fn committer(
                             generation,
                             checkpoint,
                             written: 0,
+                            _permit: permit,
                         });
                     }
                 }

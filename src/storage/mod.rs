@@ -526,46 +526,62 @@ impl Store {
     /// A bank's latest checkpoint (its body reassembled if it was written in
     /// chunks). The checkpoint row and its chunks are read in one
     /// transaction, so a checkpoint committed in between cannot pair one
-    /// checkpoint's row with another's chunks (or none).
+    /// checkpoint's row with another's chunks (or none). The chunks are read
+    /// one at a time into a body of the exact size, so loading a checkpoint
+    /// of N bytes holds about N bytes, not twice that.
     pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
-        /// batch, ts, body, chunks.
+        /// The row's (batch, ts, body, chunks).
         type Row = (i64, i64, Vec<u8>, i64);
-        /// seq, body.
-        type Pieces = Vec<(i64, Vec<u8>)>;
-        let (row, pieces): (Option<Row>, Pieces) = match self {
+        let corrupt = |batch: i64, chunks: i64, found: i64| StoreError::Corrupt {
+            bank,
+            batch: batch as u64,
+            why: format!("checkpoint names {chunks} chunks, {found} found"),
+        };
+        let row: Option<Row> = match self {
             Store::Sqlite(pool) => {
-                // A read transaction: both reads see one snapshot.
                 let mut tx = pool.begin().await?;
-                let row = sqlx::query(
+                let row: Option<Row> = sqlx::query_as(
                     "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = ?",
                 )
                 .bind(bank as i64)
                 .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| {
-                    (
-                        r.get::<i64, _>(0),
-                        r.get::<i64, _>(1),
-                        r.get::<Vec<u8>, _>(2),
-                        r.get::<i64, _>(3),
-                    )
-                });
-                let pieces = match &row {
-                    Some((batch, _, _, chunks)) if *chunks > 0 => {
-                        sqlx::query_as(
-                            "SELECT seq, body FROM ledger_checkpoint_chunks \
-                             WHERE bank = ? AND batch = ? AND seq < ? ORDER BY seq",
+                .await?;
+                let row = match row {
+                    Some((batch, ts, _, chunks)) if chunks > 0 => {
+                        let (found, size): (i64, i64) = sqlx::query_as(
+                            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) \
+                             FROM ledger_checkpoint_chunks WHERE bank = ? AND batch = ? AND seq < ?",
                         )
                         .bind(bank as i64)
                         .bind(batch)
                         .bind(chunks)
-                        .fetch_all(&mut *tx)
-                        .await?
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if found != chunks {
+                            return Err(corrupt(batch, chunks, found));
+                        }
+                        let mut body = Vec::with_capacity(size.max(0) as usize);
+                        for seq in 0..chunks {
+                            let piece: Option<(Vec<u8>,)> = sqlx::query_as(
+                                "SELECT body FROM ledger_checkpoint_chunks \
+                                 WHERE bank = ? AND batch = ? AND seq = ?",
+                            )
+                            .bind(bank as i64)
+                            .bind(batch)
+                            .bind(seq)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            let Some((piece,)) = piece else {
+                                return Err(corrupt(batch, chunks, seq));
+                            };
+                            body.extend_from_slice(&piece);
+                        }
+                        Some((batch, ts, body, chunks))
                     }
-                    _ => Vec::new(),
+                    other => other,
                 };
                 tx.commit().await?;
-                (row, pieces)
+                row
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -586,50 +602,73 @@ impl Store {
                         i64::from(r.get::<i32, _>(3)),
                     )
                 });
-                let pieces = match &row {
-                    Some((batch, _, _, chunks)) if *chunks > 0 => sqlx::query(
-                        "SELECT seq, body FROM ledger_checkpoint_chunks \
-                         WHERE bank = $1 AND batch = $2 AND seq < $3 ORDER BY seq",
-                    )
-                    .bind(bank as i32)
-                    .bind(batch)
-                    .bind(*chunks as i32)
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|r| (i64::from(r.get::<i32, _>(0)), r.get::<Vec<u8>, _>(1)))
-                    .collect(),
-                    _ => Vec::new(),
+                let row = match row {
+                    Some((batch, ts, _, chunks)) if chunks > 0 => {
+                        let counted = sqlx::query(
+                            "SELECT COUNT(*), COALESCE(SUM(octet_length(body)), 0)::BIGINT \
+                             FROM ledger_checkpoint_chunks WHERE bank = $1 AND batch = $2 AND seq < $3",
+                        )
+                        .bind(bank as i32)
+                        .bind(batch)
+                        .bind(chunks as i32)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        let (found, size) = (counted.get::<i64, _>(0), counted.get::<i64, _>(1));
+                        if found != chunks {
+                            return Err(corrupt(batch, chunks, found));
+                        }
+                        let mut body = Vec::with_capacity(size.max(0) as usize);
+                        for seq in 0..chunks {
+                            let piece = sqlx::query(
+                                "SELECT body FROM ledger_checkpoint_chunks \
+                                 WHERE bank = $1 AND batch = $2 AND seq = $3",
+                            )
+                            .bind(bank as i32)
+                            .bind(batch)
+                            .bind(seq as i32)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            let Some(piece) = piece else {
+                                return Err(corrupt(batch, chunks, seq));
+                            };
+                            body.extend_from_slice(&piece.get::<Vec<u8>, _>(0));
+                        }
+                        Some((batch, ts, body, chunks))
+                    }
+                    other => other,
                 };
                 tx.commit().await?;
-                (row, pieces)
+                row
             }
         };
-        let Some((batch, ts, mut body, chunks)) = row else {
-            return Ok(None);
-        };
-        if chunks > 0 {
-            let in_order = pieces
-                .iter()
-                .enumerate()
-                .all(|(i, (seq, _))| *seq == i as i64);
-            if pieces.len() as i64 != chunks || !in_order {
-                return Err(StoreError::Corrupt {
-                    bank,
-                    batch: batch as u64,
-                    why: format!("checkpoint names {chunks} chunks, {} found", pieces.len()),
-                });
-            }
-            body = Vec::with_capacity(pieces.iter().map(|(_, b)| b.len()).sum());
-            for (_, piece) in pieces {
-                body.extend_from_slice(&piece);
-            }
-        }
-        Ok(Some(Checkpoint {
+        Ok(row.map(|(batch, ts, body, _)| Checkpoint {
             batch: batch as u64,
             ts: ts as u64,
             body,
         }))
+    }
+
+    /// Whether the bank has a checkpoint (without reading it).
+    pub async fn has_checkpoint(&self, bank: u16) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM ledger_checkpoints WHERE bank = $1";
+        Ok(match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(SQL)
+                    .bind(bank as i64)
+                    .fetch_one(pool)
+                    .await?
+                    .get::<i64, _>(0)
+                    > 0
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(SQL)
+                    .bind(bank as i32)
+                    .fetch_one(pool)
+                    .await?
+                    .get::<i64, _>(0)
+                    > 0
+            }
+        })
     }
 
     /// Each bank's newest journaled batch and the journal's batch count, to
