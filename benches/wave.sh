@@ -30,7 +30,8 @@ case "$store" in
     ;;
   postgres)
     base="${KKS_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
-    psql "$base" -q -c "DROP SCHEMA IF EXISTS wave_bench CASCADE; CREATE SCHEMA wave_bench;"
+    PGOPTIONS="--client-min-messages=warning" psql "$base" -q \
+      -c "DROP SCHEMA IF EXISTS wave_bench CASCADE; CREATE SCHEMA wave_bench;"
     url="$base?options=-csearch_path%3Dwave_bench"
     ;;
   *)
