@@ -127,6 +127,7 @@ impl KeyStore {
         }
     }
 
+    #[inline]
     fn position(&self, key: &RequestKey) -> Option<Place> {
         let digest = self.digest_of(key);
         if let Some(Slot { b: tagged, .. }) = self.index.find(digest, |s| s.a == digest) {
@@ -142,6 +143,7 @@ impl KeyStore {
     }
 
     /// The record for `key`.
+    #[inline]
     pub(crate) fn get(&self, key: &RequestKey) -> Option<&KeyRecord> {
         self.position(key)
             .and_then(|place| self.entry(place))
@@ -161,6 +163,7 @@ impl KeyStore {
     /// The caller has looked the key up and found nothing (checked in debug
     /// builds and by `check_invariants`; a second lookup here would cost the
     /// hot path a digest and a probe).
+    #[inline]
     pub(crate) fn insert(&mut self, key: RequestKey, record: KeyRecord) {
         debug_assert!(self.position(&key).is_none(), "key recorded twice");
         let seq = self.first + self.records.len() as u64;

@@ -287,6 +287,18 @@ impl Ledger {
                 prefetch(&c.wallets);
                 cards.push(card);
             }
+            if let Command::PeriodCredit(pc) = command {
+                // A wave's credit: the family's card (looked up here, so the
+                // chunk's index misses overlap), its status, wallets and the
+                // credited wallet's lots and marks.
+                if let Some(&card) = self.families.get(&pc.family) {
+                    let c = &self.cards[card.0 as usize];
+                    prefetch(c);
+                    prefetch(&c.wallets);
+                    prefetch(&c.lots[pc.program.index()]);
+                    cards.push(card);
+                }
+            }
         }
         self.keys.prefetch_appends(batch.len());
         for &card in &cards {
@@ -657,6 +669,7 @@ impl Ledger {
     /// A credit for one (family, program, period): declined as the keyed
     /// credit is, answered "approved, replayed" with no effect if the period
     /// is marked, else posted and marked.
+    #[inline(never)]
     fn period_credit(&mut self, index: u32, c: &PeriodCredit, fx: &mut Effects) -> (Reply, bool) {
         let Some(&card) = self.families.get(&c.family) else {
             return (Reply::code(Code::UnknownCard), false);
@@ -697,6 +710,7 @@ impl Ledger {
     /// credits existed (`PKH:<yyyy>-T<n>:<kk>`, `BPNT:<yyyy-mm>:<kk>`) paid
     /// this period and is still remembered: a wave begun before an upgrade
     /// and resumed after it pays nobody twice.
+    #[inline(never)]
     fn paid_by_keyed_credit(&self, c: &PeriodCredit) -> bool {
         let (year, index) = (c.period / 12, c.period % 12 + 1);
         let text = match c.program {
