@@ -607,19 +607,10 @@ async fn credit_bank(
                     PartResult::Rejected(reason, code) => {
                         summary.rejected_amount += u128::from(p.amount);
                         by_reason.entry(reason).or_default().add(p.amount);
-                        let when = p.month.map_or(period.to_string(), |m| m.to_string());
-                        lines.push(format!(
-                            "{}-{}-{},0,{},{},{},{},ledger answered {} ({:?}) for key {}",
-                            program_name(program),
-                            ctx.period_text,
-                            e.kk,
-                            e.kk,
-                            when,
-                            rupiah(p.amount.into()),
-                            reason.as_str(),
-                            code.de39(),
-                            code,
-                            credit_key(program, period, p)
+                        let order_id =
+                            format!("{}-{}-{}", program_name(program), ctx.period_text, e.kk);
+                        lines.push(ledger_reject_line(
+                            &order_id, 0, p, reason, code, program, period,
                         ));
                     }
                 }
@@ -831,23 +822,36 @@ fn report_lines(
     for (p, r) in plan.parts.iter().zip(results) {
         if let PartResult::Rejected(reason, code) = r {
             let o = &plan.orders[p.order as usize];
-            let when = p.month.map_or(period.to_string(), |m| m.to_string());
-            writeln!(
-                w,
-                "{},{},{},{},{},{},ledger answered {} ({:?}) for key {}",
-                csv_field(&o.order_id),
-                o.line,
-                p.kk,
-                when,
-                rupiah(p.amount.into()),
-                reason.as_str(),
-                code.de39(),
-                code,
-                credit_key(program, period, p)
-            )?;
+            let line = ledger_reject_line(&o.order_id, o.line, p, *reason, *code, program, period);
+            writeln!(w, "{line}")?;
         }
     }
     Ok(())
+}
+
+/// A report line for a credit the ledger declined.
+fn ledger_reject_line(
+    order_id: &str,
+    line: u64,
+    p: &Part,
+    reason: Reason,
+    code: Code,
+    program: Program,
+    period: &Period,
+) -> String {
+    let when = p.month.map_or(period.to_string(), |m| m.to_string());
+    format!(
+        "{},{},{},{},{},{},ledger answered {} ({:?}) for key {}",
+        csv_field(order_id),
+        line,
+        p.kk,
+        when,
+        rupiah(p.amount.into()),
+        reason.as_str(),
+        code.de39(),
+        code,
+        credit_key(program, period, p)
+    )
 }
 
 /// Quotes a field that holds a comma, quote or line break.
