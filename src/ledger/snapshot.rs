@@ -428,6 +428,10 @@ impl Ledger {
                     _ => return broken(format!("card {i}: wallet account is not its wallet")),
                 }
                 let lots = &card.lots[program.index()];
+                let marks = lots.marks();
+                if marks.bits != 0 && marks.base > super::machine::PERIOD_MAX {
+                    return broken(format!("card {i}: credited periods past the last one"));
+                }
                 let mut end = lots.floor_end;
                 let mut arrived = u64::from(lots.floor_arrived_at);
                 for lot in &lots.lots {

@@ -1631,10 +1631,17 @@ fn period_marks_survive_snapshots_and_old_checkpoints_still_load() {
     assert_eq!(read.cards, snap.cards);
     assert!(Ledger::restore(read).is_ok());
 
-    // Marks for a different number of cards are refused.
+    // Marks for a different number of cards are refused, and so are marks
+    // whose window runs past the last period.
     let mut bad = snap.clone();
     bad.marks.push(Default::default());
     assert!(Ledger::restore(bad).is_err());
+    let mut past = snap.clone();
+    past.marks[0][0] = Marks {
+        base: u16::MAX,
+        bits: 1 << 63,
+    };
+    assert!(Ledger::restore(past).is_err());
 }
 
 #[test]
