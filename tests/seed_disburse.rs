@@ -596,18 +596,21 @@ fn a_wave_from_entitlements_reports_a_family_without_a_card_and_times_its_credit
     let report = dir.path().join("w.csv");
     let r = report.display().to_string();
     let month = 20_000_000u64;
-    let s = cli(
-        &db,
-        &[
-            "disburse",
-            "--program",
-            "BPNT",
-            "--period",
-            "2026-05",
-            "--report",
-            &r,
-        ],
-    );
+    let wave = || {
+        cli(
+            &db,
+            &[
+                "disburse",
+                "--program",
+                "BPNT",
+                "--period",
+                "2026-05",
+                "--report",
+                &r,
+            ],
+        )
+    };
+    let s = wave();
     assert_eq!(
         figure(&s, "orders"),
         (n_bpnt + 1, rp(month * (n_bpnt + 1))),
@@ -633,18 +636,7 @@ fn a_wave_from_entitlements_reports_a_family_without_a_card_and_times_its_credit
         "{rej}"
     );
     // Again: the others are already credited, the family is reported again.
-    let s = cli(
-        &db,
-        &[
-            "disburse",
-            "--program",
-            "BPNT",
-            "--period",
-            "2026-05",
-            "--report",
-            &r,
-        ],
-    );
+    let s = wave();
     assert_eq!(
         figure(&s, "already credited"),
         (n_bpnt, rp(month * n_bpnt)),

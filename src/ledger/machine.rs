@@ -158,10 +158,10 @@ pub struct Ledger {
     pub(crate) interbank: Vec<(BankCode, AccountId)>,
     /// Idempotency records, oldest first.
     pub(crate) keys: KeyStore,
-    /// How many of `keys` are credits ([`KeyOp::Credit`], which expiry
-    /// keeps); derived, not state. While there are any, a [`PeriodCredit`]
-    /// also looks for the keyed credit that paid its period before period
-    /// credits existed.
+    /// How many of `keys` are credits under a disbursement key
+    /// ([`is_period_key`]; expiry keeps credits); derived, not state. While
+    /// there are any, a [`PeriodCredit`] also looks for the keyed credit that
+    /// paid its period before period credits existed.
     pub(crate) credit_keys: usize,
     /// Latest batch timestamp (timestamps are clamped to never go back).
     pub(crate) now: u64,
@@ -424,7 +424,7 @@ impl Ledger {
 
     /// Stores a record for a key just looked up and not found.
     fn remember(&mut self, key: RequestKey, record: KeyRecord, fx: &mut Effects) {
-        self.credit_keys += usize::from(record.op == KeyOp::Credit);
+        self.credit_keys += usize::from(is_period_key(&key, &record));
         self.keys.insert(key, record);
         fx.keys.push(key);
     }
@@ -680,12 +680,8 @@ impl Ledger {
         let w = c.program.index();
         let mut check = self.cards[card.0 as usize].lots[w].marks().check(c.period);
         if check.is_ok() && self.credit_keys > 0 && self.paid_by_keyed_credit(c) {
-            // Paid under its key: marked now, so the answer stays the same
-            // once the key expires.
-            let lots = &mut self.cards[card.0 as usize].lots[w];
-            let mut marks = lots.marks();
-            marks.insert(c.period);
-            lots.set_marks(marks);
+            // Paid under its key: marked now, as a period credit would be.
+            self.cards[card.0 as usize].lots[w].mark(c.period);
             self.list_card(card, fx);
             check = Err(MarkError::Already);
         }
@@ -765,9 +761,7 @@ impl Ledger {
         let now = self.now;
         let card_state = &mut self.cards[card.0 as usize];
         if let Some(period) = period {
-            let mut marks = card_state.lots[w].marks();
-            marks.insert(period);
-            card_state.lots[w].set_marks(marks);
+            card_state.lots[w].mark(period);
         }
         let wallet = &mut card_state.wallets[w];
         wallet.credited = credited;
@@ -1305,6 +1299,13 @@ fn forget_spent_lots(wallet: &Wallet, lots: &mut Lots, as_of: u64, forget_after:
 }
 
 /// The card a card command names by PAN, for `Ledger::warm`.
+/// Whether a key record is a credit under the key `disburse` used before
+/// period credits (`PKH:…` or `BPNT:…`).
+pub(crate) fn is_period_key(key: &RequestKey, record: &KeyRecord) -> bool {
+    record.op == KeyOp::Credit
+        && (key.as_bytes().starts_with(b"PKH:") || key.as_bytes().starts_with(b"BPNT:"))
+}
+
 fn card_pan(command: &Command) -> Option<Pan> {
     match command {
         Command::Purchase(p) | Command::Withdrawal(p) => Some(p.pan),

@@ -330,7 +330,7 @@ impl Ledger {
             if ledger.keys.get(&key).is_some() {
                 return broken(format!("{key:?} twice"));
             }
-            ledger.credit_keys += usize::from(record.op == KeyOp::Credit);
+            ledger.credit_keys += usize::from(super::machine::is_period_key(&key, &record));
             ledger.keys.insert(key, record);
         }
         ledger.check_invariants()?;

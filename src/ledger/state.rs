@@ -167,6 +167,13 @@ impl Lots {
         self.mark_bits = marks.bits;
     }
 
+    /// Marks `period` credited ([`Marks::insert`]; its check passed).
+    pub(crate) fn mark(&mut self, period: u16) {
+        let mut marks = self.marks();
+        marks.insert(period);
+        self.set_marks(marks);
+    }
+
     /// Appends a lot.
     pub(crate) fn push(&mut self, lot: Lot) {
         // Allocated to the exact length: a Vec's growth (and shrinking
