@@ -153,8 +153,8 @@ pub struct Credit {
 /// window. The card keeps the periods credited as a bitmap
 /// ([`Marks`](crate::ledger::Marks)), so a repeat is answered as already
 /// credited (approved, replayed, no effect) whatever its amount, with no
-/// key record stored. It is also the journal's smallest credit (about
-/// 16 bytes).
+/// key record stored. It is also the journal's smallest credit: no key,
+/// no fingerprint.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct PeriodCredit {
     /// The wallet credited.
