@@ -101,7 +101,9 @@ pub use outcome::{
     ApprovalCode, Balances, BlockReason, Code, Effects, Outcome, Posting, PostingKind, Reply, Span,
     SweepLine,
 };
-pub use snapshot::{Counters, InvariantViolation, Snapshot, SnapshotImage, SnapshotRef};
+pub use snapshot::{
+    Counters, InvariantViolation, LedgerBuilder, Snapshot, SnapshotImage, SnapshotRef,
+};
 pub use state::{
     Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, MarkError, Marks, Posted,
     Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,

@@ -192,6 +192,123 @@ fn serialize_parts<S: serde::Serializer>(
     s.end()
 }
 
+/// Builds a ledger record by record, in the order a checkpoint body holds
+/// them (accounts, cards, keys, then each card's credited periods), so a
+/// checkpoint can be read piece by piece without first materialising a whole
+/// [`Snapshot`]. [`LedgerBuilder::finish`] checks every invariant, like
+/// [`Ledger::restore`].
+pub struct LedgerBuilder {
+    snapshot: Snapshot,
+}
+
+impl LedgerBuilder {
+    /// A builder for a ledger with this configuration and these counters.
+    pub fn new(config: LedgerConfig, counters: Counters) -> LedgerBuilder {
+        LedgerBuilder {
+            snapshot: Snapshot {
+                config,
+                counters,
+                accounts: Vec::new(),
+                cards: Vec::new(),
+                keys: Vec::new(),
+                marks: Vec::new(),
+            },
+        }
+    }
+
+    /// Room for this many more records of each kind (the counts a body
+    /// gives before each list); capped, so a corrupt count cannot allocate
+    /// without bound.
+    pub fn reserve(&mut self, accounts: usize, cards: usize, keys: usize) {
+        let cap = |n: usize| n.min(ACCOUNTS_MAX);
+        let s = &mut self.snapshot;
+        s.accounts.reserve(cap(accounts));
+        s.cards.reserve(cap(cards));
+        s.keys.reserve(cap(keys));
+    }
+
+    /// The next account (ids are positions: the first pushed is account 0).
+    pub fn push_account(&mut self, account: Account) -> Result<(), InvariantViolation> {
+        if self.snapshot.accounts.len() >= ACCOUNTS_MAX {
+            return broken("too many accounts".into());
+        }
+        self.snapshot.accounts.push(account);
+        Ok(())
+    }
+
+    /// The next card, in its serialized form (its own marks are ignored:
+    /// they come from [`LedgerBuilder::push_marks`]).
+    pub fn push_card(&mut self, card: Card) -> Result<(), InvariantViolation> {
+        if self.snapshot.cards.len() >= ACCOUNTS_MAX {
+            return broken("too many cards".into());
+        }
+        self.snapshot.cards.push(card);
+        Ok(())
+    }
+
+    /// The next idempotency record, oldest first.
+    pub fn push_key(
+        &mut self,
+        key: RequestKey,
+        record: KeyRecord,
+    ) -> Result<(), InvariantViolation> {
+        self.snapshot.keys.push((key, record));
+        Ok(())
+    }
+
+    /// The credited periods of the next card (card 0 first). Either none
+    /// are pushed (a checkpoint written before marks existed) or one per
+    /// card.
+    pub fn push_marks(&mut self, marks: [Marks; 2]) -> Result<(), InvariantViolation> {
+        if self.snapshot.marks.len() >= self.snapshot.cards.len() {
+            return broken("credited periods for more cards than there are".into());
+        }
+        self.snapshot.marks.push(marks);
+        Ok(())
+    }
+
+    /// The ledger, after checking every invariant.
+    pub fn finish(self) -> Result<Ledger, InvariantViolation> {
+        Ledger::restore(self.snapshot)
+    }
+}
+
+impl Ledger {
+    /// Accounts held (ids are `0..account_count()`).
+    pub fn account_count(&self) -> usize {
+        self.books.accounts.len()
+    }
+
+    /// Account `i` as a checkpoint writes it.
+    pub fn account_record(&self, i: usize) -> Option<Account> {
+        self.books.accounts.get(i).copied()
+    }
+
+    /// Cards held (ids are `0..card_count()`).
+    pub fn card_count(&self) -> usize {
+        self.cards.len()
+    }
+
+    /// Card `i` as a checkpoint writes it: its serialized form, with its
+    /// credited periods left out (see [`Ledger::card_marks`]).
+    pub fn card_record(&self, i: usize) -> Option<Card> {
+        self.cards.get(i).map(|c| {
+            let mut c = c.clone();
+            for lots in &mut c.lots {
+                lots.set_marks(Marks::default());
+            }
+            c
+        })
+    }
+
+    /// Card `i`'s credited periods, PKH then BPNT.
+    pub fn card_marks(&self, i: usize) -> Option<[Marks; 2]> {
+        self.cards
+            .get(i)
+            .map(|c| [c.lots[0].marks(), c.lots[1].marks()])
+    }
+}
+
 /// A broken invariant, found by [`Ledger::check_invariants`] or refused by
 /// [`Ledger::restore`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
