@@ -11,7 +11,7 @@
 //! 4. one effect per key: every idempotency key's postings come from one
 //!    command, and no original is reversed twice.
 
-use crate::ledger::{AccountKind, Command, Ledger, LedgerConfig, PostingKind, Program};
+use crate::ledger::{AccountId, AccountKind, Command, Ledger, LedgerConfig, PostingKind, Program};
 use crate::shard::{decode_commands, recover};
 use crate::storage::Store;
 use serde::Serialize;
@@ -131,7 +131,7 @@ async fn audit_once(
         if total != 0 {
             bad(format!("postings journal sums to {total}, not zero"));
         }
-        for (id, acct) in ledger.accounts().iter().enumerate() {
+        for (id, acct) in ledger.account_records().enumerate() {
             let from_journal = d.get(&(id as u64)).copied().unwrap_or(0);
             if from_journal != acct.balance as i128 {
                 bad(format!(
@@ -144,7 +144,7 @@ async fn audit_once(
             }
         }
         if let Some(&max) = d.keys().next_back() {
-            if max as usize >= ledger.accounts().len() {
+            if max as usize >= ledger.account_count() {
                 bad(format!(
                     "postings name account {max}, which the ledger does not have"
                 ));
@@ -243,8 +243,7 @@ async fn audit_once(
             bad("postings exist for batches missing from the journal".into());
         }
         let wallet_total: i64 = ledger
-            .accounts()
-            .iter()
+            .account_records()
             .filter(|a| matches!(a.kind, AccountKind::Wallet { .. }))
             .map(|a| a.balance)
             .sum();
@@ -252,22 +251,23 @@ async fn audit_once(
             bank,
             batches: ledger.counters().batches,
             postings: ledger.counters().postings,
-            accounts: ledger.accounts().len() as u64,
-            cards: ledger.cards().len() as u64,
+            accounts: ledger.account_count() as u64,
+            cards: ledger.card_count() as u64,
             wallet_total,
             keys: ledger.keys_len() as u64,
         });
         if with_cards {
-            for (i, card) in ledger.cards().iter().enumerate() {
+            for (i, card) in ledger.cards().enumerate() {
                 let mut f = figures.remove(&(i as u32)).unwrap_or_default();
                 f.pan = card.pan.to_digit_string();
                 f.bank = bank;
-                f.pkh_balance = ledger.accounts()
-                    [card.wallets[Program::Pkh.index()].account.0 as usize]
-                    .balance;
-                f.bpnt_balance = ledger.accounts()
-                    [card.wallets[Program::Bpnt.index()].account.0 as usize]
-                    .balance;
+                let balance = |p: Program| {
+                    ledger
+                        .account(card.wallets[p.index()].account)
+                        .map_or(0, |a| a.balance)
+                };
+                f.pkh_balance = balance(Program::Pkh);
+                f.bpnt_balance = balance(Program::Bpnt);
                 report.cards.push(f);
             }
         }
@@ -283,9 +283,9 @@ fn tally(
     credit: u64,
     amount: u64,
 ) {
-    let card_of = |acct: u64| match ledger.accounts().get(acct as usize).map(|a| a.kind) {
-        Some(AccountKind::Wallet { card, .. }) => Some(card.0),
-        _ => None,
+    let card_of = |acct: u64| {
+        let id = AccountId(u32::try_from(acct).ok()?);
+        ledger.wallet_of(id).map(|(card, _)| card.0)
     };
     let is = |k: PostingKind| kind == k as i16;
     if is(PostingKind::Purchase) || is(PostingKind::Withdrawal) {

@@ -111,6 +111,17 @@ impl Hasher for FastHasher {
     }
 }
 
+impl FastHasher {
+    /// A hasher with a fixed seed, for fingerprints that must agree across
+    /// runs (never for a table a network peer can fill).
+    pub(crate) fn fixed() -> FastHasher {
+        FastHasher {
+            state: MULTIPLIER,
+            seed: MULTIPLIER,
+        }
+    }
+}
+
 /// A `HashMap` with the fast seeded hasher.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
 

@@ -19,10 +19,10 @@ use super::outcome::{
     SweepLine,
 };
 use super::state::{
-    card_secs, Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lots, MarkError, Posted,
-    Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
+    card_secs, Account, AccountKind, CardState, CardStatus, KeyOp, KeyRecord, Lot, Lots,
+    LotsInline, MarkError, Posted, WalletLine, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
 };
-use super::table::{prefetch, PanIndex};
+use super::table::{prefetch, prefetch_address, FamilyIndex, PanIndex};
 use super::types::{
     wib_day, AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program,
     Pvv, RequestKey, TerminalKind, SECONDS_PER_DAY,
@@ -50,82 +50,170 @@ const WARM_CHUNK: usize = 32;
 #[derive(Debug)]
 struct Overflowed;
 
-/// The account table and the posting primitive. Kept apart from the cards
-/// so a posting can be made while a card is borrowed.
+/// One side of a transfer: a wallet (whose balance the card holds) or any
+/// other account (whose balance `Books` holds).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// Source, treasury, terminal or interbank.
+    Other(AccountId),
+    /// A card's wallet, with its balance before the transfer. The caller
+    /// moves the card's own money line after a transfer succeeds.
+    Wallet {
+        /// The wallet's account id.
+        id: AccountId,
+        /// credited − consumed now.
+        balance: Amount,
+    },
+}
+
+impl Side {
+    fn id(self) -> AccountId {
+        match self {
+            Side::Other(id) | Side::Wallet { id, .. } => id,
+        }
+    }
+}
+
+/// The accounts that are not wallets, the account id counter, and the
+/// posting primitive. Kept apart from the cards so a posting can be made
+/// while a card is borrowed.
+///
+/// Why wallets are not here: a bank has two wallet accounts per card and a
+/// few thousand others; a row per wallet account would repeat, for every
+/// card, a balance the card already keeps (credited − consumed) and cost
+/// more than the rest of the card's money line. A card's wallet accounts are
+/// consecutive ids, and `CardState::account` names the first.
 #[derive(Clone, Debug)]
 pub(crate) struct Books {
-    pub(crate) accounts: Vec<Account>,
+    /// Source, treasury, terminal and interbank accounts, in id order.
+    pub(crate) others: Vec<Account>,
+    /// Their ids, increasing, parallel to `others`.
+    pub(crate) other_ids: Vec<AccountId>,
+    /// Position in `others` by id (source and treasury are 0 and 1).
+    index: FastMap<AccountId, u32>,
+    /// Accounts opened so far, wallets included: the next id.
+    pub(crate) count: u64,
     /// Next posting id.
     pub(crate) postings: u64,
-    /// Running sum over all accounts, kept from the balance changes the
-    /// postings make (the full scan is `check_invariants`). It starts at
-    /// zero and must be zero after every batch (asserted, in release too).
+    /// Running sum over all accounts' balance changes; starts at zero and
+    /// must be zero after every batch (asserted, in release too).
     sum: i128,
 }
 
 impl Books {
-    pub(crate) fn new(accounts: Vec<Account>, postings: u64) -> Books {
-        Books {
-            accounts,
+    /// Books holding the source and treasury accounts only.
+    pub(crate) fn new(postings: u64) -> Books {
+        let mut books = Books {
+            others: Vec::new(),
+            other_ids: Vec::new(),
+            index: FastMap::default(),
+            count: 0,
             postings,
             sum: 0,
+        };
+        for kind in [AccountKind::Source, AccountKind::Treasury] {
+            books.push_other(Account { kind, balance: 0 });
         }
+        books
+    }
+
+    /// Appends a non-wallet account with the next id (restore and open).
+    pub(crate) fn push_other(&mut self, account: Account) -> AccountId {
+        let id = AccountId(self.count as u32); // callers check count < ACCOUNTS_MAX
+        self.index.insert(id, self.others.len() as u32);
+        self.others.push(account);
+        self.other_ids.push(id);
+        self.count += 1;
+        id
+    }
+
+    /// Position in `others` of a non-wallet account.
+    #[inline]
+    pub(crate) fn position(&self, id: AccountId) -> Option<usize> {
+        if id.0 < 2 {
+            return Some(id.0 as usize);
+        }
+        self.index.get(&id).map(|&i| i as usize)
     }
 
     fn open(&mut self, kind: AccountKind, fx: &mut Effects) -> Option<AccountId> {
-        if self.accounts.len() >= ACCOUNTS_MAX {
+        if self.count >= ACCOUNTS_MAX as u64 {
             return None;
         }
-        let id = AccountId(self.accounts.len() as u32); // < u32::MAX, checked above
-        super::huge::push(&mut self.accounts, Account { kind, balance: 0 });
+        let id = self.push_other(Account { kind, balance: 0 });
         fx.accounts_opened.push(id);
         Some(id)
     }
 
-    fn balance(&self, id: AccountId) -> i64 {
-        self.accounts[id.0 as usize].balance
+    /// Two consecutive wallet account ids (PKH, then BPNT); the first.
+    fn open_wallets(&mut self, fx: &mut Effects) -> Option<AccountId> {
+        if self.count + 2 > ACCOUNTS_MAX as u64 {
+            return None;
+        }
+        let first = AccountId(self.count as u32); // < ACCOUNTS_MAX, checked
+        self.count += 2;
+        fx.accounts_opened.push(first);
+        fx.accounts_opened.push(AccountId(first.0 + 1));
+        Some(first)
     }
 
-    /// Moves `amount` from `debit` to `credit`, all or nothing.
+    /// A non-wallet account's balance.
+    pub(crate) fn balance(&self, id: AccountId) -> i64 {
+        let i = self.position(id).expect("not a wallet account");
+        self.others[i].balance
+    }
+
+    /// Moves `amount` from `debit` to `credit`, all or nothing. For a
+    /// wallet side only the checks are made here (the card moves its line).
     fn transfer(
         &mut self,
-        debit: AccountId,
-        credit: AccountId,
+        debit: Side,
+        credit: Side,
         amount: Amount,
         kind: PostingKind,
         command: u32,
         fx: &mut Effects,
     ) -> Result<(), Overflowed> {
         // Before: a real movement between two different accounts.
-        assert_ne!(debit, credit, "posting to itself");
+        let (debit_id, credit_id) = (debit.id(), credit.id());
+        assert_ne!(debit_id, credit_id, "posting to itself");
         assert!(amount > 0, "empty posting");
-        let (d, c) = (debit.0 as usize, credit.0 as usize);
-        assert!(
-            d < self.accounts.len() && c < self.accounts.len(),
-            "unknown account"
-        );
-
         let signed = i64::try_from(amount).map_err(|_| Overflowed)?;
-        let d_old = self.accounts[d].balance;
-        let c_old = self.accounts[c].balance;
+        let old = |side: Side| -> Result<(i64, Option<usize>), Overflowed> {
+            Ok(match side {
+                Side::Other(id) => {
+                    let i = self.position(id).expect("unknown account");
+                    (self.others[i].balance, Some(i))
+                }
+                Side::Wallet { balance, .. } => {
+                    (i64::try_from(balance).map_err(|_| Overflowed)?, None)
+                }
+            })
+        };
+        let (d_old, d_at) = old(debit)?;
+        let (c_old, c_at) = old(credit)?;
         let d_new = d_old.checked_sub(signed).ok_or(Overflowed)?;
         let c_new = c_old.checked_add(signed).ok_or(Overflowed)?;
-        self.accounts[d].balance = d_new;
-        self.accounts[c].balance = c_new;
+        if let Some(i) = d_at {
+            self.others[i].balance = d_new;
+        }
+        if let Some(i) = c_at {
+            self.others[i].balance = c_new;
+        }
 
         // After: the pair still sums to what it did, and no wallet is negative.
         let delta =
             (i128::from(d_new) - i128::from(d_old)) + (i128::from(c_new) - i128::from(c_old));
         assert_eq!(delta, 0, "unbalanced posting");
         self.sum += delta;
-        if matches!(self.accounts[d].kind, AccountKind::Wallet { .. }) {
+        if matches!(debit, Side::Wallet { .. }) {
             assert!(d_new >= 0, "wallet below zero");
         }
 
         fx.postings.push(Posting {
             id: self.postings,
-            debit,
-            credit,
+            debit: debit_id,
+            credit: credit_id,
             amount,
             kind,
             command,
@@ -150,9 +238,12 @@ enum Counter {
 pub struct Ledger {
     pub(crate) config: LedgerConfig,
     pub(crate) books: Books,
-    pub(crate) cards: Vec<Card>,
+    pub(crate) cards: Vec<CardState>,
     pub(crate) pans: PanIndex,
-    pub(crate) families: FastMap<FamilyId, CardId>,
+    pub(crate) families: FamilyIndex,
+    /// The lots of wallets whose history does not fit inline in the card
+    /// (see [`CardState`]), by [`cold_key`].
+    pub(crate) cold: FastMap<u64, Lots>,
     pub(crate) terminals: FastMap<MerchantId, AccountId>,
     /// At most one per other bank (a handful): a vector beats a map.
     pub(crate) interbank: Vec<(BankCode, AccountId)>,
@@ -180,22 +271,11 @@ impl Ledger {
     pub fn new(config: LedgerConfig) -> Ledger {
         Ledger {
             config,
-            books: Books::new(
-                vec![
-                    Account {
-                        kind: AccountKind::Source,
-                        balance: 0,
-                    },
-                    Account {
-                        kind: AccountKind::Treasury,
-                        balance: 0,
-                    },
-                ],
-                0,
-            ),
+            books: Books::new(0),
             cards: Vec::new(),
             pans: PanIndex::new(),
-            families: FastMap::default(),
+            families: FamilyIndex::new(),
+            cold: FastMap::default(),
             terminals: FastMap::default(),
             interbank: Vec::new(),
             keys: KeyStore::new(),
@@ -275,37 +355,28 @@ impl Ledger {
             if let Some(pan) = card_pan(command) {
                 self.pans.prefetch(&pan);
             }
+            if let Command::PeriodCredit(pc) = command {
+                self.families.prefetch(pc.family);
+            }
         }
         for (command, &digest) in batch.iter().zip(&digests) {
             if digest != 0 {
                 self.keys.prefetch_record(digest);
             }
-            if let Some(card) = card_pan(command).and_then(|pan| self.pans.get(&pan)) {
-                // The card's two hot cache lines (see `Card`).
-                let c = &self.cards[card.0 as usize];
-                prefetch(c);
-                prefetch(&c.wallets);
+            if let Some(card) = card_pan(command).and_then(|pan| self.pans.get(&pan, &self.cards)) {
+                prefetch_card(&self.cards[card.0 as usize]);
                 cards.push(card);
             }
             if let Command::PeriodCredit(pc) = command {
                 // A wave's credit: the family's card (looked up here, so the
-                // chunk's index misses overlap), its status, wallets and the
-                // credited wallet's lots and marks.
-                if let Some(&card) = self.families.get(&pc.family) {
-                    let c = &self.cards[card.0 as usize];
-                    prefetch(c);
-                    prefetch(&c.wallets);
-                    prefetch(&c.lots[pc.program.index()]);
+                // chunk's index misses overlap).
+                if let Some(card) = self.families.get(pc.family, &self.cards) {
+                    prefetch_card(&self.cards[card.0 as usize]);
                     cards.push(card);
                 }
             }
         }
         self.keys.prefetch_appends(batch.len());
-        for &card in &cards {
-            for wallet in &self.cards[card.0 as usize].wallets {
-                prefetch(&self.books.accounts[wallet.account.0 as usize]);
-            }
-        }
         self.scratch = cards;
     }
 
@@ -502,7 +573,7 @@ impl Ledger {
         };
         let verdict = if right {
             c.pin_tries = 0;
-            c.last_use_at = Some(card_secs(now));
+            c.set_last_use_at(Some(card_secs(now)));
             Ok(())
         } else {
             c.pin_tries = c.pin_tries.saturating_add(1);
@@ -532,7 +603,7 @@ impl Ledger {
         let Some(counter) = self.counter(&p.acceptor) else {
             return decline(Code::UnknownTerminal);
         };
-        let Some(card) = self.pans.get(&p.pan) else {
+        let Some(card) = self.pans.get(&p.pan, &self.cards) else {
             return decline(Code::UnknownCard);
         };
         if let Err(code) = self.gate(card, p.pin, fx) {
@@ -562,7 +633,7 @@ impl Ledger {
 
         let day = wib_day(self.now);
         let c = &self.cards[card.0 as usize];
-        let (used_amount, used_count) = if c.day == day {
+        let (used_amount, used_count) = if u64::from(c.day) == day {
             (c.day_amount, c.day_count)
         } else {
             (0, 0)
@@ -587,7 +658,11 @@ impl Ledger {
         let Some(counter) = self.counter_account(counter, fx) else {
             return decline(Code::Overflow);
         };
-        let wallet_account = self.cards[card.0 as usize].wallets[w].account;
+        let c = &self.cards[card.0 as usize];
+        let wallet = Side::Wallet {
+            id: c.wallet_account(w),
+            balance: c.wallets[w].balance(),
+        };
         let kind = if withdrawal {
             PostingKind::Withdrawal
         } else {
@@ -595,21 +670,17 @@ impl Ledger {
         };
         if self
             .books
-            .transfer(wallet_account, counter, p.amount, kind, index, fx)
+            .transfer(wallet, Side::Other(counter), p.amount, kind, index, fx)
             .is_err()
         {
             return decline(Code::Overflow);
         }
         let c = &mut self.cards[card.0 as usize];
-        let wallet = &mut c.wallets[w];
         // Funds were checked: consumed + amount ≤ credited.
-        wallet.consumed += p.amount;
-        assert_eq!(
-            i128::from(self.books.balance(wallet_account)),
-            i128::from(wallet.balance())
-        );
+        c.wallets[w].consumed += p.amount;
         if withdrawal {
-            c.day = day;
+            // Day numbers of u32 times fit (a later time is kept as u32::MAX).
+            c.day = u32::try_from(day).unwrap_or(u32::MAX);
             c.day_amount = used_amount + p.amount; // ≤ day max, checked
             c.day_count = used_count + 1; // < count max, checked
             c.withdrawn = c.withdrawn.saturating_add(p.amount);
@@ -635,7 +706,7 @@ impl Ledger {
         if self.counter(&q.acceptor).is_none() {
             return Reply::code(Code::UnknownTerminal);
         }
-        let Some(card) = self.pans.get(&q.pan) else {
+        let Some(card) = self.pans.get(&q.pan, &self.cards) else {
             return Reply::code(Code::UnknownCard);
         };
         if let Err(code) = self.gate(card, q.pin, fx) {
@@ -654,8 +725,8 @@ impl Ledger {
     /// Disbursement credit from the source account.
     fn credit(&mut self, index: u32, c: &Credit, fx: &mut Effects) -> (Reply, Option<Posted>) {
         let card = match c.card {
-            CardRef::Pan(pan) => self.pans.get(&pan),
-            CardRef::Family(family) => self.families.get(&family).copied(),
+            CardRef::Pan(pan) => self.pans.get(&pan, &self.cards),
+            CardRef::Family(family) => self.families.get(family, &self.cards),
         };
         let Some(card) = card else {
             return (Reply::code(Code::UnknownCard), None);
@@ -671,17 +742,17 @@ impl Ledger {
     /// is marked, else posted and marked.
     #[inline(never)]
     fn period_credit(&mut self, index: u32, c: &PeriodCredit, fx: &mut Effects) -> (Reply, bool) {
-        let Some(&card) = self.families.get(&c.family) else {
+        let Some(card) = self.families.get(c.family, &self.cards) else {
             return (Reply::code(Code::UnknownCard), false);
         };
         if c.period > PERIOD_MAX {
             return (Reply::code(Code::KeyConflict), false);
         }
         let w = c.program.index();
-        let mut check = self.cards[card.0 as usize].lots[w].marks().check(c.period);
+        let mut check = self.cards[card.0 as usize].marks(w).check(c.period);
         if check.is_ok() && self.credit_keys > 0 && self.paid_by_keyed_credit(c) {
             // Paid under its key: marked now, as a period credit would be.
-            self.cards[card.0 as usize].lots[w].mark(c.period);
+            self.cards[card.0 as usize].mark(w, c.period);
             self.list_card(card, fx);
             check = Err(MarkError::Already);
         }
@@ -733,22 +804,25 @@ impl Ledger {
         fx: &mut Effects,
     ) -> Reply {
         let w = program.index();
-        let wallet = &self.cards[card.0 as usize].wallets[w];
-        if self.cards[card.0 as usize].status == CardStatus::Closed {
+        let c = &self.cards[card.0 as usize];
+        if c.status == CardStatus::Closed {
             return Reply::code(Code::CardClosed);
         }
         if amount == 0 {
             return Reply::code(Code::AmountInvalid);
         }
-        let Some(credited) = wallet.credited.checked_add(amount) else {
+        let Some(credited) = c.wallets[w].credited.checked_add(amount) else {
             return Reply::code(Code::Overflow);
         };
-        let account = wallet.account;
+        let wallet = Side::Wallet {
+            id: c.wallet_account(w),
+            balance: c.wallets[w].balance(),
+        };
         if self
             .books
             .transfer(
-                SOURCE_ACCOUNT,
-                account,
+                Side::Other(SOURCE_ACCOUNT),
+                wallet,
                 amount,
                 PostingKind::Credit,
                 index,
@@ -759,29 +833,75 @@ impl Ledger {
             return Reply::code(Code::Overflow);
         }
         let now = self.now;
-        let card_state = &mut self.cards[card.0 as usize];
         if let Some(period) = period {
-            card_state.lots[w].mark(period);
+            self.cards[card.0 as usize].mark(w, period);
         }
-        let wallet = &mut card_state.wallets[w];
-        wallet.credited = credited;
-        let lots = &mut card_state.lots[w];
+        self.add_lot(card, w, credited);
+        let c = &mut self.cards[card.0 as usize];
+        if c.first_credit_at().is_none() {
+            c.set_first_credit_at(Some(card_secs(now)));
+        }
+        let balances = c.balances();
+        self.list_card(card, fx);
+        self.approved(Some(balances))
+    }
+
+    /// Raises wallet `w` of `card` to `credited` with a lot that arrived
+    /// now: credits in one batch share an arrival, so one lot is enough.
+    #[inline]
+    fn add_lot(&mut self, card: CardId, w: usize, credited: Amount) {
+        let now = self.now;
+        let c = &mut self.cards[card.0 as usize];
+        let form = c.lots_inline(w);
+        match form {
+            LotsInline::Empty => {
+                if let Ok(at) = u32::try_from(now) {
+                    c.wallets[w].credited = credited;
+                    c.set_lots_inline(w, LotsInline::One(at));
+                    return;
+                }
+            }
+            LotsInline::One(at) if u64::from(at) == now => {
+                c.wallets[w].credited = credited;
+                return;
+            }
+            _ => {}
+        }
+        let mut lots = match form {
+            LotsInline::Cold => self.cold.remove(&cold_key(card, w)).unwrap_or_default(),
+            _ => c.lots(w, None),
+        };
         match lots.lots.last_mut() {
-            // Credits in one batch share an arrival; one lot is enough.
             Some(lot) if lot.arrived_at == now => lot.end = credited,
-            _ => lots.push(super::state::Lot {
+            _ => lots.push(Lot {
                 arrived_at: now,
                 end: credited,
             }),
         }
-        assert_eq!(
-            i128::from(self.books.balance(account)),
-            i128::from(wallet.balance())
-        );
-        card_state.first_credit_at.get_or_insert(card_secs(now));
-        let balances = card_state.balances();
-        self.list_card(card, fx);
-        self.approved(Some(balances))
+        self.store_lots(card, w, credited, lots);
+    }
+
+    /// Wallet `w`'s lots in their serialized form (marks left out).
+    pub(crate) fn lots_of(&self, card: CardId, w: usize) -> Lots {
+        self.cards[card.0 as usize].lots(w, self.cold.get(&cold_key(card, w)))
+    }
+
+    /// Sets wallet `w`'s `credited` and its lots, inline when they fit.
+    pub(crate) fn store_lots(&mut self, card: CardId, w: usize, credited: Amount, lots: Lots) {
+        let c = &mut self.cards[card.0 as usize];
+        c.wallets[w].credited = credited;
+        match CardState::inline_form(&lots, credited) {
+            Some(form) => {
+                if c.lots_inline(w) == LotsInline::Cold {
+                    self.cold.remove(&cold_key(card, w));
+                }
+                c.set_lots_inline(w, form);
+            }
+            None => {
+                c.set_lots_inline(w, LotsInline::Cold);
+                self.cold.insert(cold_key(card, w), lots);
+            }
+        }
     }
 
     /// Reversal of the request named by `r.original` (INTERFACE §5
@@ -848,15 +968,19 @@ impl Ledger {
         fx: &mut Effects,
     ) -> Result<(), Overflowed> {
         let mut holder = posted.card;
-        while let Some(next) = self.cards[holder.0 as usize].replaced_by {
+        while let Some(next) = self.cards[holder.0 as usize].replaced_by() {
             holder = next;
         }
         let w = posted.wallet.index();
-        let account = self.cards[holder.0 as usize].wallets[w].account;
-        assert!(self.cards[holder.0 as usize].wallets[w].consumed >= amount);
+        let h = &self.cards[holder.0 as usize];
+        assert!(h.wallets[w].consumed >= amount);
+        let wallet = Side::Wallet {
+            id: h.wallet_account(w),
+            balance: h.wallets[w].balance(),
+        };
         self.books.transfer(
-            posted.counter,
-            account,
+            Side::Other(posted.counter),
+            wallet,
             amount,
             PostingKind::Reversal,
             index,
@@ -864,11 +988,7 @@ impl Ledger {
         )?;
         let h = &mut self.cards[holder.0 as usize];
         h.wallets[w].consumed -= amount;
-        assert_eq!(
-            i128::from(self.books.balance(account)),
-            i128::from(h.wallets[w].balance())
-        );
-        if withdrawal && h.day == posted.day {
+        if withdrawal && u64::from(h.day) == posted.day {
             h.day_amount = h.day_amount.saturating_sub(amount);
             h.day_count = h.day_count.saturating_sub(1);
         }
@@ -891,57 +1011,26 @@ impl Ledger {
         status: CardStatus,
         fx: &mut Effects,
     ) -> Option<CardId> {
-        if self.cards.len() >= ACCOUNTS_MAX || self.books.accounts.len() + 2 > ACCOUNTS_MAX {
+        if self.cards.len() >= ACCOUNTS_MAX / 2 || self.books.count + 2 > ACCOUNTS_MAX as u64 {
             return None;
         }
         let id = CardId(self.cards.len() as u32); // < u32::MAX, checked above
-        let pkh = self.books.open(
-            AccountKind::Wallet {
-                card: id,
-                program: Program::Pkh,
-            },
-            fx,
-        )?;
-        let bpnt = self.books.open(
-            AccountKind::Wallet {
-                card: id,
-                program: Program::Bpnt,
-            },
-            fx,
-        )?;
+        let account = self.books.open_wallets(fx)?;
         super::huge::push(
             &mut self.cards,
-            Card {
-                pan,
-                family,
-                status,
-                pvv,
-                pin_tries: 0,
-                wallets: [Wallet::new(pkh), Wallet::new(bpnt)],
-                lots: Default::default(),
-                opened_at: card_secs(self.now),
-                first_credit_at: None,
-                last_use_at: None,
-                clock_reset_at: card_secs(self.now),
-                day: 0,
-                day_amount: 0,
-                day_count: 0,
-                purchased: 0,
-                withdrawn: 0,
-                replaced_by: None,
-            },
+            CardState::new(pan, family, pvv, status, account, card_secs(self.now)),
         );
-        let inserted = self.pans.insert(pan, id);
+        let inserted = self.pans.insert(pan, id, &self.cards);
         assert!(inserted, "PAN checked free by the caller");
-        self.families.insert(family, id);
+        self.families.set(family, id, &self.cards);
         self.list_card(id, fx);
         Some(id)
     }
 
     fn family_has_open_card(&self, family: FamilyId) -> bool {
         self.families
-            .get(&family)
-            .is_some_and(|&c| self.cards[c.0 as usize].status != CardStatus::Closed)
+            .get(family, &self.cards)
+            .is_some_and(|c| self.cards[c.0 as usize].status != CardStatus::Closed)
     }
 
     fn open_card(
@@ -952,7 +1041,7 @@ impl Ledger {
         status: CardStatus,
         fx: &mut Effects,
     ) -> Code {
-        if self.pans.contains(&pan) || self.family_has_open_card(family) {
+        if self.pans.get(&pan, &self.cards).is_some() || self.family_has_open_card(family) {
             return Code::AlreadyExists;
         }
         if matches!(status, CardStatus::Closed | CardStatus::PinBlocked) {
@@ -988,7 +1077,7 @@ impl Ledger {
     /// Looks a card up for an administrative command; closed cards answer
     /// `CardClosed`.
     fn admin_card(&self, pan: &Pan) -> Result<CardId, Code> {
-        let card = self.pans.get(pan).ok_or(Code::UnknownCard)?;
+        let card = self.pans.get(pan, &self.cards).ok_or(Code::UnknownCard)?;
         if self.cards[card.0 as usize].status == CardStatus::Closed {
             return Err(Code::CardClosed);
         }
@@ -1081,7 +1170,7 @@ impl Ledger {
             Ok(card) => card,
             Err(code) => return code,
         };
-        if self.pans.contains(&new_pan) {
+        if self.pans.get(&new_pan, &self.cards).is_some() {
             return Code::AlreadyExists;
         }
         let family = self.cards[old.0 as usize].family;
@@ -1090,44 +1179,54 @@ impl Ledger {
         };
         for program in Program::ALL {
             let w = program.index();
-            let from = self.cards[old.0 as usize].wallets[w].account;
-            let to = self.cards[new.0 as usize].wallets[w].account;
+            let from = self.cards[old.0 as usize].wallet_account(w);
+            let to = self.cards[new.0 as usize].wallet_account(w);
             let balance = self.cards[old.0 as usize].wallets[w].balance();
             if balance > 0 {
                 // The new account is empty and the old one holds `balance`:
                 // this cannot overflow.
-                let moved = self
-                    .books
-                    .transfer(from, to, balance, PostingKind::Replace, index, fx);
+                let moved = self.books.transfer(
+                    Side::Wallet { id: from, balance },
+                    Side::Wallet { id: to, balance: 0 },
+                    balance,
+                    PostingKind::Replace,
+                    index,
+                    fx,
+                );
                 assert!(moved.is_ok());
             }
-            let line = std::mem::replace(
-                &mut self.cards[old.0 as usize].wallets[w],
-                Wallet::new(from),
-            );
-            let lots = std::mem::take(&mut self.cards[old.0 as usize].lots[w]);
+            // The money line, lots and credited periods move over whole.
+            let o = &mut self.cards[old.0 as usize];
+            let form = o.lots_inline(w);
+            let marks = o.marks(w);
+            let line = std::mem::take(&mut o.wallets[w]);
+            o.set_lots_inline(w, LotsInline::Empty);
+            o.set_marks(w, Default::default());
             let n = &mut self.cards[new.0 as usize];
-            n.wallets[w] = Wallet {
-                account: to,
-                ..line
-            };
-            n.lots[w] = lots;
+            n.wallets[w] = line;
+            n.set_lots_inline(w, form);
+            n.set_marks(w, marks);
+            if form == LotsInline::Cold {
+                if let Some(lots) = self.cold.remove(&cold_key(old, w)) {
+                    self.cold.insert(cold_key(new, w), lots);
+                }
+            }
         }
         let (first_credit_at, last_use_at, day, day_amount, day_count) = {
             let o = &mut self.cards[old.0 as usize];
             o.status = CardStatus::Closed;
-            o.replaced_by = Some(new);
+            o.set_replaced_by(new);
             (
-                o.first_credit_at,
-                o.last_use_at,
+                o.first_credit_at(),
+                o.last_use_at(),
                 o.day,
                 o.day_amount,
                 o.day_count,
             )
         };
         let n = &mut self.cards[new.0 as usize];
-        n.first_credit_at = first_credit_at;
-        n.last_use_at = last_use_at;
+        n.set_first_credit_at(first_credit_at);
+        n.set_last_use_at(last_use_at);
         n.day = day;
         n.day_amount = day_amount;
         n.day_count = day_count;
@@ -1149,12 +1248,15 @@ impl Ledger {
         }
         for program in Program::ALL {
             let w = program.index();
-            let wallet = &self.cards[card.0 as usize].wallets[w];
-            let (account, balance) = (wallet.account, wallet.balance());
+            let c = &self.cards[card.0 as usize];
+            let (account, balance) = (c.wallet_account(w), c.wallets[w].balance());
             if balance > 0 {
                 let moved = self.books.transfer(
-                    account,
-                    TREASURY_ACCOUNT,
+                    Side::Wallet {
+                        id: account,
+                        balance,
+                    },
+                    Side::Other(TREASURY_ACCOUNT),
                     balance,
                     PostingKind::Close,
                     index,
@@ -1183,8 +1285,7 @@ impl Ledger {
 
         for i in 0..self.cards.len() {
             let card = CardId(i as u32); // cards.len() ≤ u32::MAX
-            let Ledger { cards, books, .. } = self;
-            let c = &mut cards[i];
+            let c = &mut self.cards[i];
             let mut changed = false;
             let blocked = c.status == CardStatus::Active
                 && as_of.saturating_sub(c.dormancy_anchor()) >= block_after;
@@ -1195,13 +1296,25 @@ impl Ledger {
                 changed = true;
             }
             let mut returned = [0; 2];
-            for (w, (wallet, lots)) in c.wallets.iter_mut().zip(c.lots.iter_mut()).enumerate() {
-                if let Some(cutoff) = return_cutoff {
-                    returned[w] = return_old_lots(wallet, lots, cutoff, books, index, fx);
+            for w in 0..2 {
+                if self.cards[i].lots_inline(w) == LotsInline::Empty {
+                    continue;
                 }
-                changed |= forget_spent_lots(wallet, lots, as_of, forget_after);
+                let mut lots = self.lots_of(card, w);
+                let c = &mut self.cards[i];
+                let account = c.wallet_account(w);
+                let wallet = &mut c.wallets[w];
+                if let Some(cutoff) = return_cutoff {
+                    returned[w] =
+                        return_old_lots(wallet, account, &lots, cutoff, &mut self.books, index, fx);
+                }
+                if forget_spent_lots(wallet, &mut lots, as_of, forget_after) {
+                    changed = true;
+                    let credited = wallet.credited;
+                    self.store_lots(card, w, credited, lots);
+                }
             }
-            let pan = c.pan;
+            let pan = self.cards[i].pan();
             if blocked || returned != [0, 0] {
                 fx.sweep.push(SweepLine {
                     card,
@@ -1231,7 +1344,8 @@ impl Ledger {
 /// Returns to the treasury every unspent stretch of the wallet's lots that
 /// arrived at or before `cutoff`, oldest first, one posting per lot.
 fn return_old_lots(
-    wallet: &mut Wallet,
+    wallet: &mut WalletLine,
+    account: AccountId,
     lots: &Lots,
     cutoff: u64,
     books: &mut Books,
@@ -1255,10 +1369,14 @@ fn return_old_lots(
         }
         // Everything before this lot is spent or returned already.
         let amount = end - wallet.consumed;
+        let side = Side::Wallet {
+            id: account,
+            balance: wallet.balance(),
+        };
         if books
             .transfer(
-                wallet.account,
-                TREASURY_ACCOUNT,
+                side,
+                Side::Other(TREASURY_ACCOUNT),
                 amount,
                 PostingKind::Sweep,
                 index,
@@ -1271,16 +1389,12 @@ fn return_old_lots(
         wallet.consumed = end;
         returned += amount;
     }
-    assert_eq!(
-        i128::from(books.balance(wallet.account)),
-        i128::from(wallet.balance())
-    );
     returned
 }
 
 /// Merges fully spent lots that are old enough that no payment touching them
 /// can still be reversed into the floor; keeps a wallet's lot list short.
-fn forget_spent_lots(wallet: &Wallet, lots: &mut Lots, as_of: u64, forget_after: u64) -> bool {
+fn forget_spent_lots(wallet: &WalletLine, lots: &mut Lots, as_of: u64, forget_after: u64) -> bool {
     let spent = lots
         .lots
         .iter()
@@ -1298,7 +1412,22 @@ fn forget_spent_lots(wallet: &Wallet, lots: &mut Lots, as_of: u64, forget_after:
     true
 }
 
-/// The card a card command names by PAN, for `Ledger::warm`.
+/// The side-table key of wallet `w` of `card`.
+#[inline]
+pub(crate) fn cold_key(card: CardId, w: usize) -> u64 {
+    u64::from(card.0) << 1 | w as u64
+}
+
+/// Starts loading the lines of a card (see `Ledger::warm`): 168 bytes span
+/// three lines at most.
+#[inline(always)]
+fn prefetch_card(card: &CardState) {
+    let at = (card as *const CardState).cast::<u8>();
+    prefetch(card);
+    prefetch_address(at.wrapping_add(64));
+    prefetch_address(at.wrapping_add(std::mem::size_of::<CardState>() - 1));
+}
+
 /// Whether a key record is a credit under the key `disburse` used before
 /// period credits (`PKH:…` or `BPNT:…`).
 pub(crate) fn is_period_key(key: &RequestKey, record: &KeyRecord) -> bool {
@@ -1306,6 +1435,7 @@ pub(crate) fn is_period_key(key: &RequestKey, record: &KeyRecord) -> bool {
         && (key.as_bytes().starts_with(b"PKH:") || key.as_bytes().starts_with(b"BPNT:"))
 }
 
+/// The card a card command names by PAN, for `Ledger::warm`.
 fn card_pan(command: &Command) -> Option<Pan> {
     match command {
         Command::Purchase(p) | Command::Withdrawal(p) => Some(p.pan),

@@ -109,14 +109,6 @@ pub struct Wallet {
 }
 
 impl Wallet {
-    pub(crate) fn new(account: AccountId) -> Wallet {
-        Wallet {
-            account,
-            credited: 0,
-            consumed: 0,
-        }
-    }
-
     /// credited − consumed.
     pub fn balance(&self) -> Amount {
         // consumed ≤ credited is an invariant, checked after every change.
@@ -165,13 +157,6 @@ impl Lots {
     pub fn set_marks(&mut self, marks: Marks) {
         self.mark_base = marks.base;
         self.mark_bits = marks.bits;
-    }
-
-    /// Marks `period` credited ([`Marks::insert`]; its check passed).
-    pub(crate) fn mark(&mut self, period: u16) {
-        let mut marks = self.marks();
-        marks.insert(period);
-        self.set_marks(marks);
     }
 
     /// Appends a lot.
@@ -433,4 +418,398 @@ pub struct KeyRecord {
     pub posted: Option<Posted>,
     /// Set once a reversal named this key.
     pub reversed: bool,
+}
+
+/// A wallet's money line as a card keeps it in memory: [`Wallet`] without
+/// the account id (a card's two wallet accounts are consecutive, see
+/// [`CardState::account`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct WalletLine {
+    /// Everything ever credited.
+    pub(crate) credited: Amount,
+    /// Everything ever paid out, net of reversals.
+    pub(crate) consumed: Amount,
+}
+
+impl WalletLine {
+    /// credited − consumed.
+    pub(crate) fn balance(&self) -> Amount {
+        self.credited.saturating_sub(self.consumed)
+    }
+}
+
+/// [`CardState::flags`]: `last_use_at` holds a time.
+const HAS_LAST_USE: u8 = 1;
+/// [`CardState::flags`]: `first_credit_at` holds a time.
+const HAS_FIRST_CREDIT: u8 = 2;
+/// [`CardState::flags`], per wallet: its lots are in the ledger's side table
+/// (`Ledger::cold`), not inline.
+pub(crate) const COLD_LOTS: [u8; 2] = [4, 8];
+/// [`CardState::flags`], per wallet: the inline stretch is a floor (all of
+/// `[0, credited)` merged by the sweep), not one kept lot.
+pub(crate) const INLINE_FLOOR: [u8; 2] = [16, 32];
+
+/// What a wallet's lots are, as the card holds them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LotsInline {
+    /// Nothing credited yet.
+    Empty,
+    /// One lot `[0, credited)` that arrived at this time (unix seconds).
+    One(u32),
+    /// A floor `[0, credited)` whose newest lot arrived at this time.
+    Floor(u32),
+    /// In the ledger's side table.
+    Cold,
+}
+
+/// A card as the ledger keeps it in memory: 168 bytes, the fields a card
+/// transaction reads first. Its serialized form, and what queries return, is
+/// [`Card`]; the two convert exactly ([`CardState::from_record`],
+/// [`CardState::record`]).
+///
+/// Why not [`Card`] itself: a disbursement wave holds every family's card
+/// in one process (20 million of them for all of Indonesia), and `Card`
+/// (256 bytes, with two 24-byte wallet accounts, 40-byte lot headers and a
+/// heap allocation per credited wallet) put that at ~9 GB. Here:
+/// - the wallet accounts are not rows: a card's two wallet accounts are
+///   consecutive ids (`account`, `account + 1`) and their balances are the
+///   wallets' own `credited − consumed`;
+/// - a wallet's lots are inline while they are one lot (or one floor) that
+///   starts at zero, which is what every wallet has after its first wave;
+///   longer histories go to a side table keyed by card and wallet;
+/// - the PAN is its numeric value and digit count, times are `u32` seconds
+///   (as `Card` already kept them), and optional ones are flagged.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[repr(C)]
+pub(crate) struct CardState {
+    /// PKH then BPNT, indexed by [`Program::index`].
+    pub(crate) wallets: [WalletLine; 2],
+    /// Withdrawn on `day`, net of reversals.
+    pub(crate) day_amount: Amount,
+    /// PIN verification value.
+    pub(crate) pvv: Pvv,
+    /// Approved purchases, net of reversals.
+    pub(crate) purchased: Amount,
+    /// Approved withdrawals, net of reversals.
+    pub(crate) withdrawn: Amount,
+    /// The PAN's numeric value (digit count in `pan_len`).
+    pan_value: u64,
+    /// Family (KK).
+    pub(crate) family: FamilyId,
+    /// Each wallet's credited-period window: bits.
+    pub(crate) mark_bits: [u64; 2],
+    /// The WIB day the withdrawal usage belongs to.
+    pub(crate) day: u32,
+    /// Withdrawals on `day`, net of reversals.
+    pub(crate) day_count: u32,
+    /// Last cardholder transaction, if `flags` has [`HAS_LAST_USE`].
+    last_use_at: u32,
+    /// The PKH wallet's account id; the BPNT wallet's is the next.
+    pub(crate) account: u32,
+    /// Each wallet's inline lot (or floor) arrival.
+    lot_at: [u32; 2],
+    /// When opened (or issued as a replacement).
+    pub(crate) opened_at: u32,
+    /// First credit ever, if `flags` has [`HAS_FIRST_CREDIT`].
+    first_credit_at: u32,
+    /// Last activation, unblock or replacement.
+    pub(crate) clock_reset_at: u32,
+    /// The card that replaced this one; 0 for none (a replacement's id is
+    /// always above the card it replaces, so card 0 never is one).
+    replaced_by: u32,
+    /// Each wallet's credited-period window: period of bit 0.
+    pub(crate) mark_base: [u16; 2],
+    /// Status.
+    pub(crate) status: CardStatus,
+    /// Consecutive wrong PINs.
+    pub(crate) pin_tries: u8,
+    /// The PAN's digit count.
+    pan_len: u8,
+    /// Presence and lot-form bits (see the constants above).
+    flags: u8,
+}
+
+impl CardState {
+    /// A newly opened card.
+    pub(crate) fn new(
+        pan: Pan,
+        family: FamilyId,
+        pvv: Pvv,
+        status: CardStatus,
+        account: AccountId,
+        now: u32,
+    ) -> CardState {
+        CardState {
+            wallets: [WalletLine::default(); 2],
+            day_amount: 0,
+            pvv,
+            purchased: 0,
+            withdrawn: 0,
+            pan_value: pan.value(),
+            family,
+            mark_bits: [0; 2],
+            day: 0,
+            day_count: 0,
+            last_use_at: 0,
+            account: account.0,
+            lot_at: [0; 2],
+            opened_at: now,
+            first_credit_at: 0,
+            clock_reset_at: now,
+            replaced_by: 0,
+            mark_base: [0; 2],
+            status,
+            pin_tries: 0,
+            pan_len: pan.digits(),
+            flags: 0,
+        }
+    }
+
+    /// The card number.
+    pub(crate) fn pan(&self) -> Pan {
+        // Built from a valid `Pan` and never changed.
+        Pan::from_parts(self.pan_value, self.pan_len)
+            .unwrap_or_else(|| unreachable!("a card's PAN parts come from a valid PAN"))
+    }
+
+    /// Whether this card's PAN is `pan` (no `Pan` built).
+    #[inline]
+    pub(crate) fn has_pan(&self, pan: &Pan) -> bool {
+        self.pan_value == pan.value() && self.pan_len == pan.digits()
+    }
+
+    /// Wallet `w`'s account id.
+    #[inline]
+    pub(crate) fn wallet_account(&self, w: usize) -> AccountId {
+        AccountId(self.account + w as u32)
+    }
+
+    /// Both wallet balances.
+    pub(crate) fn balances(&self) -> super::outcome::Balances {
+        super::outcome::Balances {
+            pkh: self.wallets[0].balance(),
+            bpnt: self.wallets[1].balance(),
+        }
+    }
+
+    pub(crate) fn last_use_at(&self) -> Option<u32> {
+        (self.flags & HAS_LAST_USE != 0).then_some(self.last_use_at)
+    }
+
+    pub(crate) fn set_last_use_at(&mut self, at: Option<u32>) {
+        self.last_use_at = at.unwrap_or(0);
+        self.set_flag(HAS_LAST_USE, at.is_some());
+    }
+
+    pub(crate) fn first_credit_at(&self) -> Option<u32> {
+        (self.flags & HAS_FIRST_CREDIT != 0).then_some(self.first_credit_at)
+    }
+
+    pub(crate) fn set_first_credit_at(&mut self, at: Option<u32>) {
+        self.first_credit_at = at.unwrap_or(0);
+        self.set_flag(HAS_FIRST_CREDIT, at.is_some());
+    }
+
+    pub(crate) fn replaced_by(&self) -> Option<CardId> {
+        (self.replaced_by != 0).then_some(CardId(self.replaced_by))
+    }
+
+    pub(crate) fn set_replaced_by(&mut self, card: CardId) {
+        debug_assert!(card.0 != 0, "card 0 replaces nothing");
+        self.replaced_by = card.0;
+    }
+
+    fn set_flag(&mut self, bit: u8, on: bool) {
+        if on {
+            self.flags |= bit;
+        } else {
+            self.flags &= !bit;
+        }
+    }
+
+    /// See [`Card::dormancy_anchor`].
+    pub(crate) fn dormancy_anchor(&self) -> u64 {
+        u64::from(
+            self.last_use_at()
+                .or(self.first_credit_at())
+                .unwrap_or(self.opened_at)
+                .max(self.clock_reset_at),
+        )
+    }
+
+    /// Wallet `w`'s credited periods.
+    #[inline]
+    pub(crate) fn marks(&self, w: usize) -> Marks {
+        Marks {
+            base: self.mark_base[w],
+            bits: self.mark_bits[w],
+        }
+    }
+
+    pub(crate) fn set_marks(&mut self, w: usize, marks: Marks) {
+        self.mark_base[w] = marks.base;
+        self.mark_bits[w] = marks.bits;
+    }
+
+    /// Marks `period` credited in wallet `w` ([`Marks::insert`]; its check
+    /// passed).
+    pub(crate) fn mark(&mut self, w: usize, period: u16) {
+        let mut marks = self.marks(w);
+        marks.insert(period);
+        self.set_marks(w, marks);
+    }
+
+    /// Wallet `w`'s lots as the card holds them.
+    #[inline]
+    pub(crate) fn lots_inline(&self, w: usize) -> LotsInline {
+        if self.flags & COLD_LOTS[w] != 0 {
+            LotsInline::Cold
+        } else if self.wallets[w].credited == 0 {
+            LotsInline::Empty
+        } else if self.flags & INLINE_FLOOR[w] != 0 {
+            LotsInline::Floor(self.lot_at[w])
+        } else {
+            LotsInline::One(self.lot_at[w])
+        }
+    }
+
+    /// Sets wallet `w`'s lot form. `Empty` and `One`/`Floor` describe
+    /// `[0, credited)`; the caller keeps `credited` in step.
+    pub(crate) fn set_lots_inline(&mut self, w: usize, form: LotsInline) {
+        let (cold, floor, at) = match form {
+            LotsInline::Empty => (false, false, 0),
+            LotsInline::One(at) => (false, false, at),
+            LotsInline::Floor(at) => (false, true, at),
+            LotsInline::Cold => (true, false, 0),
+        };
+        self.set_flag(COLD_LOTS[w], cold);
+        self.set_flag(INLINE_FLOOR[w], floor);
+        self.lot_at[w] = at;
+    }
+
+    /// Wallet `w`'s lots in their serialized form, marks left out; `cold` is
+    /// what the side table holds for it, if anything.
+    pub(crate) fn lots(&self, w: usize, cold: Option<&Lots>) -> Lots {
+        let credited = self.wallets[w].credited;
+        match self.lots_inline(w) {
+            LotsInline::Empty => Lots::default(),
+            LotsInline::One(at) => Lots {
+                lots: vec![Lot {
+                    arrived_at: u64::from(at),
+                    end: credited,
+                }]
+                .into_boxed_slice(),
+                ..Lots::default()
+            },
+            LotsInline::Floor(at) => Lots {
+                floor_end: credited,
+                floor_arrived_at: at,
+                ..Lots::default()
+            },
+            LotsInline::Cold => {
+                let mut lots = cold.cloned().unwrap_or_default();
+                lots.set_marks(Marks::default());
+                lots
+            }
+        }
+    }
+
+    /// The inline form of `lots` for a wallet that has credited `credited`,
+    /// if it has one.
+    pub(crate) fn inline_form(lots: &Lots, credited: Amount) -> Option<LotsInline> {
+        let short = |t: u64| u32::try_from(t).ok();
+        match (&*lots.lots, lots.floor_end, lots.floor_arrived_at) {
+            ([], 0, 0) if credited == 0 => Some(LotsInline::Empty),
+            ([lot], 0, 0) if lot.end == credited => short(lot.arrived_at).map(LotsInline::One),
+            ([], end, at) if end == credited && end > 0 => Some(LotsInline::Floor(at)),
+            _ => None,
+        }
+    }
+
+    /// The card as its serialized [`Card`], marks left out; `cold` gives
+    /// the side table's lots for a wallet.
+    pub(crate) fn record(&self, cold: impl Fn(usize) -> Option<Lots>) -> Card {
+        let lots = |w: usize| {
+            let c = cold(w);
+            self.lots(w, c.as_ref())
+        };
+        Card {
+            status: self.status,
+            pin_tries: self.pin_tries,
+            day_count: self.day_count,
+            day: u64::from(self.day),
+            pvv: self.pvv,
+            day_amount: self.day_amount,
+            purchased: self.purchased,
+            wallets: [0, 1].map(|w| Wallet {
+                account: self.wallet_account(w),
+                credited: self.wallets[w].credited,
+                consumed: self.wallets[w].consumed,
+            }),
+            last_use_at: self.last_use_at(),
+            withdrawn: self.withdrawn,
+            pan: self.pan(),
+            family: self.family,
+            opened_at: self.opened_at,
+            first_credit_at: self.first_credit_at(),
+            clock_reset_at: self.clock_reset_at,
+            replaced_by: self.replaced_by(),
+            lots: [lots(0), lots(1)],
+        }
+    }
+
+    /// A card from its serialized form and its marks; the lots that need the
+    /// side table are returned with it. `None` if the record cannot be held:
+    /// its wallet accounts are not consecutive, a day number past `u32`, or
+    /// a replacement by card 0.
+    pub(crate) fn from_record(
+        card: &Card,
+        marks: [Marks; 2],
+    ) -> Option<(CardState, [Option<Lots>; 2])> {
+        let account = card.wallets[0].account;
+        if card.wallets[1].account.0 != account.0.checked_add(1)? {
+            return None;
+        }
+        if card.replaced_by == Some(CardId(0)) {
+            return None;
+        }
+        let mut state = CardState::new(
+            card.pan,
+            card.family,
+            card.pvv,
+            card.status,
+            account,
+            card.opened_at,
+        );
+        state.pin_tries = card.pin_tries;
+        state.day_count = card.day_count;
+        state.day = u32::try_from(card.day).ok()?;
+        state.day_amount = card.day_amount;
+        state.purchased = card.purchased;
+        state.withdrawn = card.withdrawn;
+        state.set_last_use_at(card.last_use_at);
+        state.set_first_credit_at(card.first_credit_at);
+        state.clock_reset_at = card.clock_reset_at;
+        if let Some(next) = card.replaced_by {
+            state.set_replaced_by(next);
+        }
+        let mut cold = [None, None];
+        for w in 0..2 {
+            state.wallets[w] = WalletLine {
+                credited: card.wallets[w].credited,
+                consumed: card.wallets[w].consumed,
+            };
+            state.set_marks(w, marks[w]);
+            let mut lots = card.lots[w].clone();
+            lots.set_marks(Marks::default());
+            match CardState::inline_form(&lots, state.wallets[w].credited) {
+                Some(form) => state.set_lots_inline(w, form),
+                None => {
+                    state.set_lots_inline(w, LotsInline::Cold);
+                    cold[w] = Some(lots);
+                }
+            }
+        }
+        Some((state, cold))
+    }
 }

@@ -19,7 +19,8 @@
 use std::hash::BuildHasher;
 
 use super::hash::FastState;
-use super::types::{CardId, Pan};
+use super::state::CardState;
+use super::types::{CardId, FamilyId, Pan};
 
 /// Asks the CPU to start loading the cache line holding `value`, and goes
 /// on at once.
@@ -220,64 +221,295 @@ fn empty_slots(n: usize) -> Vec<Slot> {
     slots
 }
 
-/// PAN → card, on a [`ProbeTable`]: slot `a` is the PAN's numeric value,
-/// `b` its digit count (≥ 1, so `b` is never 0) above the card id.
+/// Key → card, for keys a card holds itself (its PAN, its family): a slot
+/// is 4 bytes, the card id plus a few bits of the key's hash, and a lookup
+/// confirms a match against the card. Linear probing, at most 3/4 full.
+///
+/// Why not slots holding the whole key (as [`ProbeTable`] does for the
+/// idempotency keys): a bank holds millions of cards, and a 16-byte slot at
+/// most half full cost 32–64 bytes per card per index, as much as a third of
+/// the card itself. The card is read anyway by whoever looks it up (and
+/// `Ledger::warm` prefetches it), and the hash bits above the card id make a
+/// probe that lands on another card's slot almost never read that card.
+#[derive(Clone, Debug)]
+pub(crate) struct CardIndex {
+    /// 0 is empty; else `tag << bits | (card + 1)`.
+    slots: Vec<u32>,
+    len: usize,
+    /// log2 of the slot count: the card id's bits in a slot.
+    bits: u32,
+}
+
+impl CardIndex {
+    /// An index that holds `n` entries for cards below `n` without growing.
+    pub(crate) fn with_capacity(n: usize) -> CardIndex {
+        let mut bits = SLOTS_MIN.trailing_zeros();
+        while !CardIndex::fits(bits, n, n) {
+            bits += 1;
+        }
+        let slots = vec![0u32; 1usize << bits];
+        super::huge::advise_vec(&slots);
+        CardIndex {
+            slots,
+            len: 0,
+            bits,
+        }
+    }
+
+    /// Whether `2^bits` slots hold `len` entries (at most 3/4 full) and
+    /// card ids below `cards` (`card + 1` fits in `bits` bits).
+    fn fits(bits: u32, len: usize, cards: usize) -> bool {
+        bits >= 32 || (len * 4 <= (3usize << bits) && cards < (1usize << bits))
+    }
+
+    /// Entries stored.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask()
+    }
+
+    /// The tag bits of a slot for `hash` (the hash's high word, which the
+    /// home index does not use).
+    fn tag(&self, hash: u64) -> u32 {
+        if self.bits >= 32 {
+            0
+        } else {
+            ((hash >> 32) as u32) << self.bits
+        }
+    }
+
+    fn card_of(&self, slot: u32) -> CardId {
+        let low = if self.bits >= 32 {
+            slot
+        } else {
+            slot & ((1u32 << self.bits) - 1)
+        };
+        CardId(low - 1)
+    }
+
+    fn slot(&self, hash: u64, card: CardId) -> u32 {
+        self.tag(hash) | (card.0 + 1)
+    }
+
+    /// Starts loading the home slot of `hash` (see [`prefetch`]).
+    pub(crate) fn prefetch(&self, hash: u64) {
+        prefetch(&self.slots[self.home(hash)]);
+    }
+
+    /// Probes from `hash`'s home: `Ok(i)` for the slot whose card `is`
+    /// recognises, `Err(i)` for the first empty slot.
+    fn locate(&self, hash: u64, is: impl Fn(CardId) -> bool) -> Result<usize, usize> {
+        let mask = self.mask();
+        let tag = self.tag(hash);
+        let tag_mask = if self.bits >= 32 {
+            0
+        } else {
+            u32::MAX << self.bits
+        };
+        let mut i = self.home(hash);
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return Err(i);
+            }
+            if slot & tag_mask == tag && is(self.card_of(slot)) {
+                return Ok(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The card `is` recognises among those filed under `hash`.
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, is: impl Fn(CardId) -> bool) -> Option<CardId> {
+        self.locate(hash, is)
+            .ok()
+            .map(|i| self.card_of(self.slots[i]))
+    }
+
+    /// Files `card` under `hash`. If a card `is` recognises is there
+    /// already: with `replace`, `card` takes its slot; else nothing changes
+    /// and `false`. `hash_of` gives any filed card's hash (for growing).
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        card: CardId,
+        replace: bool,
+        is: impl Fn(CardId) -> bool,
+        hash_of: impl Fn(CardId) -> u64,
+    ) -> bool {
+        let cards = card.0 as usize + 1;
+        if !CardIndex::fits(self.bits, self.len + 1, cards) {
+            let mut bits = self.bits + 1;
+            while !CardIndex::fits(bits, self.len + 1, cards) {
+                bits += 1;
+            }
+            self.grow(bits, &hash_of);
+        }
+        match self.locate(hash, is) {
+            Ok(i) => {
+                if replace {
+                    self.slots[i] = self.slot(hash, card);
+                }
+                replace
+            }
+            Err(i) => {
+                self.slots[i] = self.slot(hash, card);
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    fn grow(&mut self, bits: u32, hash_of: &impl Fn(CardId) -> u64) {
+        let old = std::mem::replace(&mut self.slots, vec![0u32; 1usize << bits]);
+        let old_bits = std::mem::replace(&mut self.bits, bits);
+        super::huge::advise_vec(&self.slots);
+        let mask = self.mask();
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let low = if old_bits >= 32 {
+                slot
+            } else {
+                slot & ((1u32 << old_bits) - 1)
+            };
+            let card = CardId(low - 1);
+            let hash = hash_of(card);
+            let mut i = self.home(hash);
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = self.slot(hash, card);
+        }
+    }
+
+    /// Every filed card, in slot order.
+    pub(crate) fn cards(&self) -> impl Iterator<Item = CardId> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&s| s != 0)
+            .map(|&s| self.card_of(s))
+    }
+}
+
+/// PAN → card, on a [`CardIndex`] (the PAN is compared on the card).
 #[derive(Clone, Debug)]
 pub(crate) struct PanIndex {
-    table: ProbeTable,
+    index: CardIndex,
     hasher: FastState,
 }
 
 impl PanIndex {
     pub(crate) fn new() -> PanIndex {
+        PanIndex::with_capacity(0)
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> PanIndex {
         PanIndex {
-            table: ProbeTable::new(),
+            index: CardIndex::with_capacity(n),
             hasher: FastState::new(),
         }
     }
 
+    #[inline]
     fn hash(&self, pan: &Pan) -> u64 {
         self.hasher.hash_one(pan)
     }
 
-    fn is(pan: Pan) -> impl Fn(&Slot) -> bool {
-        move |s: &Slot| s.a == pan.value() && (s.b >> 32) == u64::from(pan.digits())
-    }
-
     /// Starts loading the line `get(pan)` will read first.
     pub(crate) fn prefetch(&self, pan: &Pan) {
-        self.table.prefetch(self.hash(pan));
+        self.index.prefetch(self.hash(pan));
     }
 
     /// The card with this PAN.
-    pub(crate) fn get(&self, pan: &Pan) -> Option<CardId> {
-        self.table
-            .find(self.hash(pan), PanIndex::is(*pan))
-            .map(|s| CardId(s.b as u32)) // the low 32 bits are the card id
+    #[inline]
+    pub(crate) fn get(&self, pan: &Pan, cards: &[CardState]) -> Option<CardId> {
+        self.index
+            .find(self.hash(pan), |c| cards[c.0 as usize].has_pan(pan))
     }
 
-    /// Whether a card has this PAN.
-    pub(crate) fn contains(&self, pan: &Pan) -> bool {
-        self.get(pan).is_some()
-    }
-
-    /// Maps `pan` to `card`; `false` (and no change) if the PAN is taken.
-    pub(crate) fn insert(&mut self, pan: Pan, card: CardId) -> bool {
-        let slot = Slot {
-            a: pan.value(),
-            b: u64::from(pan.digits()) << 32 | u64::from(card.0),
-        };
+    /// Maps `pan` to `card` (already in `cards`); `false` (and no change)
+    /// if another card has the PAN.
+    pub(crate) fn insert(&mut self, pan: Pan, card: CardId, cards: &[CardState]) -> bool {
         let hasher = self.hasher;
-        self.table
-            .insert(self.hash(&pan), slot, PanIndex::is(pan), |s| {
-                // Slots only ever hold valid PANs.
-                Pan::from_parts(s.a, (s.b >> 32) as u8).map_or(0, |p| hasher.hash_one(p))
-            })
+        self.index.insert(
+            self.hash(&pan),
+            card,
+            false,
+            |c| c != card && cards[c.0 as usize].has_pan(&pan),
+            |c| hasher.hash_one(cards[c.0 as usize].pan()),
+        )
     }
 
     /// PANs stored.
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.index.len()
+    }
+}
+
+/// Family → its latest card, on a [`CardIndex`].
+#[derive(Clone, Debug)]
+pub(crate) struct FamilyIndex {
+    index: CardIndex,
+    hasher: FastState,
+}
+
+impl FamilyIndex {
+    pub(crate) fn new() -> FamilyIndex {
+        FamilyIndex::with_capacity(0)
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> FamilyIndex {
+        FamilyIndex {
+            index: CardIndex::with_capacity(n),
+            hasher: FastState::new(),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, family: FamilyId) -> u64 {
+        self.hasher.hash_one(family)
+    }
+
+    /// Starts loading the line `get(family)` will read first.
+    pub(crate) fn prefetch(&self, family: FamilyId) {
+        self.index.prefetch(self.hash(family));
+    }
+
+    /// The family's latest card.
+    #[inline]
+    pub(crate) fn get(&self, family: FamilyId, cards: &[CardState]) -> Option<CardId> {
+        self.index
+            .find(self.hash(family), |c| cards[c.0 as usize].family == family)
+    }
+
+    /// Makes `card` (already in `cards`) the family's latest card.
+    pub(crate) fn set(&mut self, family: FamilyId, card: CardId, cards: &[CardState]) {
+        let hasher = self.hasher;
+        self.index.insert(
+            self.hash(family),
+            card,
+            true,
+            |c| cards[c.0 as usize].family == family,
+            |c| hasher.hash_one(cards[c.0 as usize].family),
+        );
+    }
+
+    /// Families stored.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every family's latest card.
+    pub(crate) fn cards(&self) -> impl Iterator<Item = CardId> + '_ {
+        self.index.cards()
     }
 }
 
@@ -332,21 +564,70 @@ mod tests {
 
     #[test]
     fn ledger_pan_index_is_exact() {
+        use crate::ledger::{CardStatus, Pvv};
+        let mut cards: Vec<CardState> = Vec::new();
         let mut index = PanIndex::new();
+        let add = |cards: &mut Vec<CardState>, index: &mut PanIndex, p: Pan| {
+            let id = CardId(cards.len() as u32);
+            cards.push(CardState::new(
+                p,
+                FamilyId(1),
+                Pvv([0; 32]),
+                CardStatus::Active,
+                crate::ledger::AccountId(2 + 2 * id.0),
+                0,
+            ));
+            let fresh = index.insert(p, id, cards);
+            if !fresh {
+                cards.pop();
+            }
+            fresh
+        };
         let a = Pan::from_digits(b"6000020000000016").expect("pan");
         let short = Pan::from_digits(b"0006000020000000016").expect("pan");
-        assert!(index.insert(a, CardId(7)));
-        assert!(!index.insert(a, CardId(8)));
-        assert_eq!(index.get(&a), Some(CardId(7)));
-        assert_eq!(index.get(&short), None, "same value, more digits");
-        assert!(index.insert(short, CardId(9)));
+        assert!(add(&mut cards, &mut index, a));
+        assert!(!add(&mut cards, &mut index, a));
+        assert_eq!(index.get(&a, &cards), Some(CardId(0)));
+        assert_eq!(index.get(&short, &cards), None, "same value, more digits");
+        assert!(add(&mut cards, &mut index, short));
         for n in 0..5_000u64 {
             let p = Pan::from_digits(format!("600009{n:010}").as_bytes()).expect("pan");
-            assert!(index.insert(p, CardId(100 + n as u32)));
+            assert!(add(&mut cards, &mut index, p));
         }
         assert_eq!(index.len(), 5_002);
-        assert_eq!(index.get(&short), Some(CardId(9)));
+        assert_eq!(index.get(&short, &cards), Some(CardId(1)));
         let p = Pan::from_digits(b"6000090000004321").expect("pan");
-        assert_eq!(index.get(&p), Some(CardId(4_421)));
+        assert_eq!(index.get(&p, &cards), Some(CardId(4_323)));
+    }
+
+    #[test]
+    fn ledger_family_index_keeps_the_latest_card() {
+        use crate::ledger::{CardStatus, Pvv};
+        let mut cards: Vec<CardState> = Vec::new();
+        let mut index = FamilyIndex::new();
+        for n in 0..20_000u64 {
+            let id = CardId(cards.len() as u32);
+            let pan = Pan::from_digits(format!("600009{n:010}").as_bytes()).expect("pan");
+            cards.push(CardState::new(
+                pan,
+                FamilyId(n % 7_000),
+                Pvv([0; 32]),
+                CardStatus::Active,
+                crate::ledger::AccountId(2 + 2 * id.0),
+                0,
+            ));
+            index.set(FamilyId(n % 7_000), id, &cards);
+        }
+        assert_eq!(index.len(), 7_000);
+        for f in 0..7_000u64 {
+            let latest = if f + 14_000 < 20_000 {
+                f + 14_000
+            } else {
+                f + 7_000
+            };
+            assert_eq!(index.get(FamilyId(f), &cards), Some(CardId(latest as u32)));
+        }
+        assert_eq!(index.get(FamilyId(7_000), &cards), None);
+        assert_eq!(index.cards().count(), 7_000);
     }
 }

@@ -190,7 +190,7 @@ impl World {
         self.ledger.balances(&card).expect("card exists")
     }
 
-    pub fn card(&self, card: Pan) -> &Card {
+    pub fn card(&self, card: Pan) -> Card {
         let id = self.ledger.card_id(&card).expect("card exists");
         self.ledger.card(id).expect("card exists")
     }

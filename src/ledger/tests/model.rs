@@ -1076,7 +1076,7 @@ fn compare(ledger: &Ledger, model: &Model, fx: &Effects) -> Result<(), TestCaseE
         return Err(TestCaseError::fail(format!("{e}")));
     }
     let mut seen: HashMap<Acct, i128> = HashMap::new();
-    for a in ledger.accounts() {
+    for a in ledger.account_records() {
         let acct = match a.kind {
             AccountKind::Source => Acct::Source,
             AccountKind::Treasury => Acct::Treasury,
@@ -1102,8 +1102,8 @@ fn compare(ledger: &Ledger, model: &Model, fx: &Effects) -> Result<(), TestCaseE
             acct
         );
     }
-    prop_assert_eq!(ledger.cards().len(), model.cards.len());
-    for (c, r) in ledger.cards().iter().zip(&model.cards) {
+    prop_assert_eq!(ledger.card_count(), model.cards.len());
+    for (c, r) in ledger.cards().zip(&model.cards) {
         prop_assert_eq!(c.pan, r.pan);
         prop_assert_eq!(c.status, r.status, "status of {:?}", c.pan);
         prop_assert_eq!(c.pin_tries, r.tries);
