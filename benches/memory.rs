@@ -9,8 +9,8 @@
 //! Memory, not time: the figures are read from `/proc/self/status`.
 
 use kks_switch::ledger::{
-    Account, BankCode, Card, CardStatus, Command, Effects, FamilyId, Ledger, LedgerConfig, Lots,
-    Pan, PeriodCredit, Program, Pvv,
+    BankCode, Card, CardStatus, Command, Effects, FamilyId, Ledger, LedgerConfig, Pan,
+    PeriodCredit, Program, Pvv,
 };
 
 const CHUNK: u64 = 4096;
@@ -90,9 +90,9 @@ fn main() {
         body.len() as f64 / n as f64
     );
     println!(
-        "sizes: Card {} bytes, Account {} (two wallet accounts per card), Lots {} (two per card, inside the card)",
+        "sizes: a card as the ledger holds it {} bytes (wallet balances and a wallet's first lot inside it; \
+         PAN and family index slots 4 bytes each); its serialized form (Card) {} bytes",
+        Ledger::held_card_bytes(),
         std::mem::size_of::<Card>(),
-        std::mem::size_of::<Account>(),
-        std::mem::size_of::<Lots>()
     );
 }

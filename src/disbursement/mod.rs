@@ -246,6 +246,8 @@ pub enum DisburseError {
     Shards(#[from] ShardError),
     #[error("a bank's shard stopped answering ({0}); run again to resume (credits already made are not repeated)")]
     Unavailable(WriterError),
+    #[error("the entitlement of family {kk} is {amount} (DE4 units), more than a wave from entitlements plans per family ({max}); check the program rules", max = u32::MAX)]
+    EntitlementTooLarge { kk: u64, amount: Amount },
     #[error("writing {path}: {source}")]
     Io {
         path: String,
@@ -438,13 +440,16 @@ fn report_path(cfg: &DisburseConfig) -> PathBuf {
 /// Families per page read while planning a wave from entitlements.
 const PAGE: u32 = 1 << 16;
 
-/// One family's order in a wave from entitlements: 16 bytes, so a wave of
-/// 20M families plans in about 320 MB (the order id is derived from the KK).
+/// One family's order in a wave from entitlements: 12 bytes, so a wave of
+/// 20M families plans in about 240 MB (the order id is derived from the KK).
 #[derive(Clone, Copy)]
+#[repr(C, packed(4))]
 struct Entry {
     kk: u64,
-    /// The order's amount (PKH: the tahap; BPNT: all months of the period).
-    amount: Amount,
+    /// The order's amount (PKH: the tahap; BPNT: all months of the period),
+    /// in rupiah units of DE4; an entitlement above `u32::MAX` stops the
+    /// wave before any credit (see [`DisburseError::EntitlementTooLarge`]).
+    amount: u32,
 }
 
 /// A real wave from the families' entitlements, in two phases.
@@ -496,7 +501,13 @@ async fn run_wave(
             let (Some((_, entries)), true) = (bank, amount > 0) else {
                 continue;
             };
-            entries.push(Entry { kk: f.kk, amount });
+            let Ok(small) = u32::try_from(amount) else {
+                return Err(DisburseError::EntitlementTooLarge { kk: f.kk, amount });
+            };
+            entries.push(Entry {
+                kk: f.kk,
+                amount: small,
+            });
             summary.file.add(amount);
         }
         pb.inc(rows.len() as u64);
@@ -558,7 +569,7 @@ async fn credit_bank(
                 bank,
                 kk: e.kk,
                 month: None,
-                amount: e.amount,
+                amount: Amount::from(e.amount),
             }],
             Program::Bpnt => months
                 .iter()
@@ -608,7 +619,7 @@ async fn credit_bank(
                         summary.rejected_amount += u128::from(p.amount);
                         by_reason.entry(reason).or_default().add(p.amount);
                         let order_id =
-                            format!("{}-{}-{}", program_name(program), ctx.period_text, e.kk);
+                            format!("{}-{}-{}", program_name(program), ctx.period_text, { e.kk });
                         lines.push(ledger_reject_line(
                             &order_id, 0, p, reason, code, program, period,
                         ));
@@ -616,11 +627,11 @@ async fn credit_bank(
                 }
             }
             if credited {
-                summary.credited.add(e.amount);
+                summary.credited.add(Amount::from(e.amount));
             } else if already {
-                summary.already.add(e.amount);
+                summary.already.add(Amount::from(e.amount));
             } else {
-                summary.rejected.add(e.amount);
+                summary.rejected.add(Amount::from(e.amount));
             }
         }
         pb.inc(chunk.len() as u64);

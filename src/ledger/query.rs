@@ -26,6 +26,12 @@ impl Ledger {
         }
     }
 
+    /// Bytes one card takes in a ledger's card table (its indexes and any
+    /// lots kept beside it aside); for `benches/memory.rs`.
+    pub const fn held_card_bytes() -> usize {
+        std::mem::size_of::<super::state::CardState>()
+    }
+
     /// Accounts opened (ids are `0..account_count()`), wallets included.
     pub fn account_count(&self) -> usize {
         self.books.count as usize
