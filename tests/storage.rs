@@ -1344,3 +1344,90 @@ async fn postgres_schema_isolation() {
     })
     .await
 }
+
+on_both!(final_checkpoint_in_small_pieces);
+
+/// The shutdown checkpoint is encoded and written piece by piece (here in
+/// 64-byte pieces, so nearly every record is cut by a piece boundary) and
+/// recovery decodes it piece by piece: across a restart, and after more
+/// work, each bank's recovered books are exactly those a replay of its
+/// whole journal gives, and the stored body is byte for byte the encoding
+/// of their snapshot.
+async fn final_checkpoint_in_small_pieces(backend: Backend) {
+    let Some(db) = db::fresh(backend).await else {
+        return;
+    };
+    let cfg = ShardConfig {
+        checkpoint_chunk_bytes: 64,
+        ..ShardConfig::default()
+    };
+    let mut models = new_models();
+    let store = open(&db.url).await;
+    let shards = start(&store, cfg.clone()).await;
+    populate(&shards).await;
+    workload_all(&shards, &mut models, seed("small_pieces/a"), "s", 30).await;
+    shutdown(shards).await;
+    pieces_recover_as_the_journal(&store, 64, "after the first shutdown").await;
+
+    let shards = start(&store, cfg).await;
+    check_inquiries(&shards, &models, "sp").await;
+    workload_all(&shards, &mut models, seed("small_pieces/b"), "t", 15).await;
+    shutdown(shards).await;
+    pieces_recover_as_the_journal(&store, 64, "after the restart").await;
+    let report = audit_clean(&store, "after checkpoints in small pieces").await;
+    check_against_model(&report, &models, "after checkpoints in small pieces");
+    store.close().await;
+}
+
+/// Every bank's checkpoint is in pieces of `piece` bytes, is current, and
+/// recovers (piece by piece) to what a replay of the whole journal gives.
+async fn pieces_recover_as_the_journal(store: &Store, piece: usize, when: &str) {
+    use kks_switch::ledger::{Effects, Ledger};
+    use kks_switch::shard::decode_commands;
+    for config in bank_configs() {
+        let bank = config.bank.0;
+        let cp = store
+            .load_checkpoint(bank)
+            .await
+            .expect("load")
+            .expect("a checkpoint");
+        let chunks = scalar_i64(
+            store,
+            &format!("SELECT CAST(chunks AS BIGINT) FROM ledger_checkpoints WHERE bank = {bank}"),
+        )
+        .await;
+        assert_eq!(
+            chunks as usize,
+            cp.body.len().div_ceil(piece),
+            "{when}: bank {bank}: a {}-byte body in {piece}-byte pieces",
+            cp.body.len()
+        );
+        assert!(chunks > 1, "{when}: bank {bank}: {chunks} piece(s)");
+        let (ledger, replayed) = recover(store, config).await.expect("recover");
+        assert_eq!(replayed, 0, "{when}: bank {bank}: checkpoint not current");
+        assert_eq!(
+            postcard::to_stdvec(&ledger.snapshot()).expect("encodes"),
+            cp.body,
+            "{when}: bank {bank}: stored body is not the snapshot's encoding"
+        );
+        let mut full = Ledger::new(config);
+        let mut fx = Effects::default();
+        let mut next = 1;
+        loop {
+            let page = store.batches_from(bank, next, 512).await.expect("batches");
+            if page.is_empty() {
+                break;
+            }
+            for b in page {
+                let cmds = decode_commands(&b.commands).expect("journaled commands decode");
+                full.apply(&cmds, b.ts, &mut fx);
+                next = b.batch + 1;
+            }
+        }
+        assert_eq!(
+            full.snapshot(),
+            ledger.snapshot(),
+            "{when}: bank {bank}: recovered books differ from a full replay"
+        );
+    }
+}

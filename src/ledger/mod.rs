@@ -85,6 +85,7 @@ mod query;
 mod serde_bytes;
 mod snapshot;
 mod state;
+mod stream;
 mod table;
 mod types;
 
@@ -108,6 +109,7 @@ pub use state::{
     Account, AccountKind, Card, CardStatus, KeyOp, KeyRecord, Lot, Lots, MarkError, Marks, Posted,
     Wallet, SOURCE_ACCOUNT, TREASURY_ACCOUNT,
 };
+pub use stream::{BodyError, BodyPieces, BodyReader};
 pub use types::{
     wib_day, AccountId, Amount, BankCode, CardId, FamilyId, Fingerprint, MerchantId, Pan, Program,
     Pvv, RequestKey, TerminalKind, MERCHANT_ID_LEN, PAN_DIGITS_MAX, REQUEST_KEY_LEN_MAX,

@@ -16,7 +16,8 @@
 //! told is half-applied (a batch is one transaction).
 
 use crate::ledger::{
-    BankCode, Code, Command, Effects, Ledger, LedgerConfig, Reply, Snapshot, SweepLine,
+    BankCode, BodyPieces, BodyReader, Code, Command, Effects, Ledger, LedgerConfig, Reply,
+    SweepLine,
 };
 use crate::storage::{Checkpoint, JournalBatch, PostingRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,10 @@ pub struct ShardConfig {
     pub commit_queue_max: usize,
     /// Checkpoint bytes written per transaction: the committer writes a
     /// checkpoint in pieces of this size between group commits, so commits
-    /// wait for one piece at a time rather than the whole checkpoint.
+    /// wait for one piece at a time rather than the whole checkpoint. The
+    /// final checkpoint at shutdown and the first one of a bank are also
+    /// encoded a piece of this size at a time, so they hold about two
+    /// pieces rather than the whole body.
     pub checkpoint_chunk_bytes: usize,
 }
 
@@ -157,9 +161,6 @@ enum CommitItem {
         bank: u16,
         generation: u64,
         checkpoint: Checkpoint,
-        /// Held until the checkpoint is written (or dropped): see
-        /// `Shard::finals`.
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// Completes once everything queued before it is durable.
     Barrier(oneshot::Sender<()>),
@@ -191,20 +192,29 @@ pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, postcard::Error> {
 /// timestamp. Returns the ledger and the number of batches replayed.
 pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64), ShardError> {
     let bank = config.bank.0;
-    let mut ledger = match store.load_checkpoint(bank).await? {
-        Some(cp) => {
-            let mut snap = Snapshot::decode(&cp.body).map_err(|e| ShardError::Corrupt {
-                bank,
-                reason: format!("checkpoint: {e}"),
-            })?;
-            // Journaled batches are replayed under the rules they were applied
-            // with (the checkpoint's); today's configuration applies after.
-            snap.config.bank = config.bank;
-            Ledger::restore(snap).map_err(|e| ShardError::Corrupt {
-                bank,
-                reason: e.to_string(),
-            })?
-        }
+    let corrupt = |e: crate::ledger::BodyError| ShardError::Corrupt {
+        bank,
+        reason: e.to_string(),
+    };
+    // The checkpoint is decoded as its pieces arrive, so what is held
+    // besides the ledger being built is a piece, not the body. Journaled
+    // batches are replayed under the rules they were applied with (the
+    // checkpoint's); today's configuration applies after. The bank is the
+    // one asked for.
+    let mut reader: Option<BodyReader> = None;
+    let head = store
+        .read_checkpoint(bank, |head, piece| {
+            reader
+                .get_or_insert_with(|| BodyReader::new(head.len).for_bank(config.bank))
+                .feed(piece)
+                .map_err(corrupt)
+        })
+        .await?;
+    let mut ledger = match head {
+        Some(head) => reader
+            .unwrap_or_else(|| BodyReader::new(head.len).for_bank(config.bank))
+            .finish()
+            .map_err(corrupt)?,
         None => Ledger::new(config),
     };
     let mut effects = Effects::with_capacity(1024);
@@ -306,17 +316,13 @@ impl Shards {
             let (ledger, replayed) = r?;
             // A journal always starts behind a checkpoint, which records the
             // rules its batches are applied with (see `recover`).
-            if !store.has_checkpoint(bank).await? {
-                let body =
-                    postcard::to_stdvec(&ledger.snapshot()).map_err(|e| ShardError::Corrupt {
-                        bank,
-                        reason: format!("initial checkpoint: {e}"),
-                    })?;
-                let batch = ledger.counters().batches;
-                store
-                    .save_checkpoint(bank, &Checkpoint { batch, ts: 0, body })
-                    .await?;
-            }
+            // It is written piece by piece: a ledger rebuilt from the
+            // journal alone may be large.
+            let ledger = if store.has_checkpoint(bank).await? {
+                ledger
+            } else {
+                write_checkpoint(&store, ledger, 0, cfg.checkpoint_chunk_bytes).await?
+            };
             tracing::info!(
                 bank,
                 replayed,
@@ -342,6 +348,7 @@ impl Shards {
                 records_at_checkpoint,
                 next_key_expiry: 0,
                 finals: finals.clone(),
+                encoding: Vec::new(),
             };
             tasks.push(tokio::spawn(shard.run()));
         }
@@ -467,10 +474,13 @@ struct Shard {
     records_at_checkpoint: u64,
     next_key_expiry: u64,
     /// One permit, shared by all banks: a final (shutdown) checkpoint is
-    /// encoded only while holding it, and the committer drops it once the
-    /// checkpoint is written, so shutdown holds one bank's encoded state at
-    /// a time rather than every bank's at once.
+    /// written only while holding it, so banks write theirs one after
+    /// another rather than all competing for the database at once.
     finals: Arc<tokio::sync::Semaphore>,
+    /// Periodic checkpoints still being encoded (each then queues itself
+    /// to the committer): the final checkpoint waits for them, so none can
+    /// reach the committer after it.
+    encoding: Vec<JoinHandle<()>>,
 }
 
 /// Records a checkpoint of `ledger` writes, roughly: accounts (two per
@@ -645,52 +655,168 @@ impl Shard {
 
     /// Checkpoint the ledger. The snapshot is taken here (so it is exactly
     /// the state after the batches sent so far); encoding it, the slow part,
-    /// runs on the blocking pool unless this is the final checkpoint, which
-    /// shutdown waits for. The committer writes it behind the batches it
-    /// covers, so it never runs ahead of the journal.
+    /// runs on the blocking pool, and the committer writes it behind the
+    /// batches it covers, so it never runs ahead of the journal. The final
+    /// checkpoint, at shutdown, is [`Shard::final_checkpoint`].
     async fn checkpoint(&mut self, last: bool) {
+        if last {
+            self.final_checkpoint().await;
+            return;
+        }
         let Some(ledger) = self.ledger.as_ref() else {
             return;
         };
         let batch = ledger.counters().batches;
         let (bank, generation, ts) = (self.bank, self.generation, self.last_ts);
         let commit = self.commit.clone();
-        let send = move |body: Vec<u8>, permit| async move {
-            let checkpoint = Checkpoint { batch, ts, body };
-            let _ = commit
-                .send(CommitItem::Checkpoint {
-                    bank,
-                    generation,
-                    checkpoint,
-                    permit,
-                })
-                .await;
-        };
-        if last {
-            // Nothing changes the ledger any more: encode it in place, with
-            // no copy of its accounts and cards, one bank at a time.
-            let permit = self.finals.clone().acquire_owned().await.ok();
-            match postcard::to_stdvec(&ledger.snapshot_ref()) {
-                Ok(body) => send(body, permit).await,
-                Err(e) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
-            }
-        } else {
-            // Accounts and cards are copied here; key records are shared.
-            let snap = ledger.snapshot_image();
-            tokio::spawn(async move {
-                match tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await {
-                    Ok(Ok(body)) => send(body, None).await,
-                    Ok(Err(e)) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
-                    Err(e) => {
-                        tracing::error!(bank, error = %e, "checkpoint encoding task failed")
-                    }
+        // Accounts and cards are copied here; key records are shared.
+        let snap = ledger.snapshot_image();
+        self.encoding.retain(|h| !h.is_finished());
+        self.encoding.push(tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || postcard::to_stdvec(&snap)).await {
+                Ok(Ok(body)) => {
+                    let checkpoint = Checkpoint { batch, ts, body };
+                    let _ = commit
+                        .send(CommitItem::Checkpoint {
+                            bank,
+                            generation,
+                            checkpoint,
+                        })
+                        .await;
                 }
-            });
-        }
+                Ok(Err(e)) => tracing::error!(bank, error = %e, "checkpoint encoding failed"),
+                Err(e) => {
+                    tracing::error!(bank, error = %e, "checkpoint encoding task failed")
+                }
+            }
+        }));
         self.since_checkpoint = 0;
         self.commands_since_checkpoint = 0;
         self.records_at_checkpoint = state_records(ledger);
     }
+
+    /// The checkpoint at shutdown, written piece by piece by this task
+    /// ([`write_checkpoint`]) rather than encoded whole for the committer:
+    /// nothing changes the ledger any more, so it is encoded in place, one
+    /// piece at a time, and at most two pieces are held.
+    ///
+    /// Ordering: it waits for this bank's periodic checkpoints to reach the
+    /// committer, then for a barrier, so every batch it covers is durable
+    /// and no checkpoint of this bank is being written by the committer
+    /// while its pieces are (the committer drops a bank's other pieces when
+    /// it commits one). If a commit failed meanwhile (the generation moved
+    /// on) the ledger holds batches the store does not, and nothing is
+    /// written; nor when the stored checkpoint is already at this batch,
+    /// since rewriting its pieces in place could leave a half-old body
+    /// behind a crash. Crash-safe as every chunked checkpoint: it becomes
+    /// the bank's only when its header row is committed after all pieces.
+    async fn final_checkpoint(&mut self) {
+        let Some(ledger) = self.ledger.take() else {
+            return;
+        };
+        let bank = self.bank;
+        for h in self.encoding.drain(..) {
+            let _ = h.await;
+        }
+        let _permit = self.finals.clone().acquire_owned().await.ok();
+        let (tx, rx) = oneshot::channel();
+        if self.commit.send(CommitItem::Barrier(tx)).await.is_err() || rx.await.is_err() {
+            tracing::warn!(
+                bank,
+                "final checkpoint not written: the committer has stopped"
+            );
+            return;
+        }
+        let current = self
+            .generations
+            .get(&bank)
+            .map_or(0, |g| g.load(Ordering::Acquire));
+        if current != self.generation {
+            tracing::warn!(bank, "final checkpoint not written: a commit failed");
+            return;
+        }
+        match self.store.checkpoint_batch(bank).await {
+            Ok(Some(b)) if b == ledger.counters().batches => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(bank, error = %e, "final checkpoint not written; the journal still holds everything");
+                return;
+            }
+        }
+        let (ts, piece_bytes) = (self.last_ts, self.cfg.checkpoint_chunk_bytes);
+        if let Err(e) = write_checkpoint(&self.store, ledger, ts, piece_bytes).await {
+            tracing::warn!(bank, error = %e, "final checkpoint not written; the journal still holds everything");
+        }
+    }
+}
+
+/// Writes `ledger`'s checkpoint (at its batch count, with timestamp `ts`)
+/// in pieces of `piece_bytes`, each its own transaction, then commits the
+/// header that makes it the bank's checkpoint; returns the ledger.
+///
+/// Why this way: the body of a bank of millions of cards is about a
+/// gigabyte, and encoding it whole held all of it at once. Here a blocking
+/// task encodes the next piece ([`BodyPieces`]) while this task writes the
+/// last one; two piece buffers go back and forth between them, so at most
+/// two pieces exist. The caller must make sure nothing else writes this
+/// bank's checkpoint meanwhile (see [`Shard::final_checkpoint`]).
+async fn write_checkpoint(
+    store: &Store,
+    ledger: Ledger,
+    ts: u64,
+    piece_bytes: usize,
+) -> Result<Ledger, ShardError> {
+    let bank = ledger.config().bank.0;
+    let batch = ledger.counters().batches;
+    let piece_bytes = piece_bytes.max(1);
+    let failed = |reason: String| ShardError::Corrupt { bank, reason };
+    let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(1);
+    let (free_tx, mut free_rx) = mpsc::channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        let _ = free_tx.try_send(Vec::new());
+    }
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut encode = || {
+            let mut pieces = BodyPieces::new(&ledger);
+            // Ends early (without error) if the writer gave up.
+            while let Some(mut buf) = free_rx.blocking_recv() {
+                if !pieces.next_piece(&mut buf, piece_bytes)? || full_tx.blocking_send(buf).is_err()
+                {
+                    break;
+                }
+            }
+            Ok::<(), crate::ledger::BodyError>(())
+        };
+        let encoded = encode();
+        (ledger, encoded)
+    });
+    let written = async {
+        let mut seq = 0u32;
+        while let Some(buf) = full_rx.recv().await {
+            store.save_checkpoint_chunk(bank, batch, seq, &buf).await?;
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| failed("checkpoint of more than 2^32 pieces".into()))?;
+            let _ = free_tx.send(buf).await;
+        }
+        Ok::<u32, ShardError>(seq)
+    }
+    .await;
+    // Unblocks the encoder if the writer stopped early.
+    drop(full_rx);
+    drop(free_tx);
+    let (ledger, encoded) = encoder
+        .await
+        .map_err(|e| failed(format!("checkpoint encoding task: {e}")))?;
+    encoded.map_err(|e| failed(e.to_string()))?;
+    let chunks = written?;
+    if chunks == 0 {
+        return Err(failed("empty checkpoint body".into()));
+    }
+    store
+        .commit_chunked_checkpoint(bank, batch, ts, chunks)
+        .await?;
+    Ok(ledger)
 }
 
 /// A checkpoint the committer is writing piece by piece.
@@ -700,8 +826,6 @@ struct CheckpointWrite {
     checkpoint: Checkpoint,
     /// Pieces written so far.
     written: u32,
-    /// Released when this write ends (see `Shard::finals`).
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl CheckpointWrite {
@@ -803,7 +927,6 @@ async fn committer(
                     bank,
                     generation,
                     checkpoint,
-                    permit,
                 } => {
                     if !failed && current(bank, generation) {
                         // A newer checkpoint of the bank supersedes one not
@@ -814,7 +937,6 @@ async fn committer(
                             generation,
                             checkpoint,
                             written: 0,
-                            _permit: permit,
                         });
                     }
                 }

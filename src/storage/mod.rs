@@ -202,6 +202,20 @@ pub struct Checkpoint {
     pub body: Vec<u8>,
 }
 
+/// A stored checkpoint's header, as [`Store::read_checkpoint`] passes it
+/// with each piece of the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointHead {
+    /// The last batch the checkpoint includes.
+    pub batch: u64,
+    /// Its timestamp (unix seconds).
+    pub ts: u64,
+    /// The body's length in bytes, all pieces together.
+    pub len: u64,
+    /// Pieces the body was written in; 0 when it is in the checkpoint row.
+    pub chunks: u32,
+}
+
 /// Storage failures. Messages carry no row contents.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -523,129 +537,217 @@ impl Store {
         Ok(())
     }
 
-    /// A bank's latest checkpoint (its body reassembled if it was written in
-    /// chunks). The checkpoint row and its chunks are read in one
-    /// transaction, so a checkpoint committed in between cannot pair one
-    /// checkpoint's row with another's chunks (or none). The chunks are read
-    /// one at a time into a body of the exact size, so loading a checkpoint
-    /// of N bytes holds about N bytes, not twice that.
+    /// A bank's latest checkpoint, its body reassembled if it was written in
+    /// chunks (for tools and tests: recovery reads it piece by piece with
+    /// [`Store::read_checkpoint`]). The body is allocated once, at its exact
+    /// size, so loading a checkpoint of N bytes holds about N bytes.
     pub async fn load_checkpoint(&self, bank: u16) -> Result<Option<Checkpoint>, StoreError> {
-        /// The row's (batch, ts, body, chunks).
-        type Row = (i64, i64, Vec<u8>, i64);
-        let corrupt = |batch: i64, chunks: i64, found: i64| StoreError::Corrupt {
+        let mut body = Vec::new();
+        let head = self
+            .read_checkpoint(bank, |head: &CheckpointHead, piece: &[u8]| {
+                if body.is_empty() {
+                    body.reserve_exact(usize::try_from(head.len).unwrap_or(0));
+                }
+                body.extend_from_slice(piece);
+                Ok::<(), StoreError>(())
+            })
+            .await?;
+        Ok(head.map(|h| Checkpoint {
+            batch: h.batch,
+            ts: h.ts,
+            body,
+        }))
+    }
+
+    /// Reads a bank's latest checkpoint a piece at a time: `piece` is called
+    /// with the checkpoint's header and each piece of its body in order
+    /// (once with the whole body for a checkpoint written in one row), and
+    /// only one piece is held at a time. Returns the header, or `None` when
+    /// the bank has no checkpoint (then `piece` is never called); an error
+    /// from `piece` stops the read and is returned.
+    ///
+    /// The checkpoint row and its chunks are read in one transaction
+    /// (REPEATABLE READ on PostgreSQL; on SQLite a read transaction sees one
+    /// snapshot of the WAL), so a checkpoint committed meanwhile cannot pair
+    /// one checkpoint's row with another's chunks, or with none: a missing
+    /// chunk is [`StoreError::Corrupt`], found before any piece is passed.
+    pub async fn read_checkpoint<E, F>(
+        &self,
+        bank: u16,
+        mut piece: F,
+    ) -> Result<Option<CheckpointHead>, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(&CheckpointHead, &[u8]) -> Result<(), E>,
+    {
+        let corrupt = |batch: u64, chunks: u32, found: i64| StoreError::Corrupt {
             bank,
-            batch: batch as u64,
+            batch,
             why: format!("checkpoint names {chunks} chunks, {found} found"),
         };
-        let row: Option<Row> = match self {
+        let head = |batch: i64, ts: i64, chunks: i64| match u32::try_from(chunks) {
+            Ok(chunks) => Ok(CheckpointHead {
+                batch: batch as u64,
+                ts: ts as u64,
+                len: 0,
+                chunks,
+            }),
+            Err(_) => Err(StoreError::Corrupt {
+                bank,
+                batch: batch as u64,
+                why: format!("checkpoint names {chunks} chunks"),
+            }),
+        };
+        match self {
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let row: Option<Row> = sqlx::query_as(
-                    "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = ?",
+                let mut tx = pool.begin().await.map_err(StoreError::from)?;
+                let row = sqlx::query(
+                    "SELECT batch, ts, chunks, body FROM ledger_checkpoints WHERE bank = ?",
                 )
                 .bind(bank as i64)
                 .fetch_optional(&mut *tx)
-                .await?;
-                let row = match row {
-                    Some((batch, ts, _, chunks)) if chunks > 0 => {
-                        let (found, size): (i64, i64) = sqlx::query_as(
-                            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) \
-                             FROM ledger_checkpoint_chunks WHERE bank = ? AND batch = ? AND seq < ?",
+                .await
+                .map_err(StoreError::from)?;
+                let Some(row) = row else {
+                    // Ended here rather than dropped: a dropped transaction
+                    // holds its connection until a rollback runs later.
+                    tx.commit().await.map_err(StoreError::from)?;
+                    return Ok(None);
+                };
+                let mut head = head(
+                    row.try_get(0).map_err(StoreError::from)?,
+                    row.try_get(1).map_err(StoreError::from)?,
+                    row.try_get(2).map_err(StoreError::from)?,
+                )?;
+                if head.chunks == 0 {
+                    let body: &[u8] = row.try_get(3).map_err(StoreError::from)?;
+                    head.len = body.len() as u64;
+                    piece(&head, body)?;
+                } else {
+                    drop(row);
+                    let (found, size): (i64, i64) = sqlx::query_as(
+                        "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) \
+                         FROM ledger_checkpoint_chunks WHERE bank = ? AND batch = ? AND seq < ?",
+                    )
+                    .bind(bank as i64)
+                    .bind(head.batch as i64)
+                    .bind(i64::from(head.chunks))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                    if found != i64::from(head.chunks) {
+                        return Err(corrupt(head.batch, head.chunks, found).into());
+                    }
+                    head.len = size.max(0) as u64;
+                    for seq in 0..head.chunks {
+                        let row = sqlx::query(
+                            "SELECT body FROM ledger_checkpoint_chunks \
+                             WHERE bank = ? AND batch = ? AND seq = ?",
                         )
                         .bind(bank as i64)
-                        .bind(batch)
-                        .bind(chunks)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if found != chunks {
-                            return Err(corrupt(batch, chunks, found));
-                        }
-                        let mut body = Vec::with_capacity(size.max(0) as usize);
-                        for seq in 0..chunks {
-                            let piece: Option<(Vec<u8>,)> = sqlx::query_as(
-                                "SELECT body FROM ledger_checkpoint_chunks \
-                                 WHERE bank = ? AND batch = ? AND seq = ?",
-                            )
-                            .bind(bank as i64)
-                            .bind(batch)
-                            .bind(seq)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                            let Some((piece,)) = piece else {
-                                return Err(corrupt(batch, chunks, seq));
-                            };
-                            body.extend_from_slice(&piece);
-                        }
-                        Some((batch, ts, body, chunks))
+                        .bind(head.batch as i64)
+                        .bind(i64::from(seq))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                        let Some(row) = row else {
+                            return Err(corrupt(head.batch, head.chunks, i64::from(seq)).into());
+                        };
+                        let body: &[u8] = row.try_get(0).map_err(StoreError::from)?;
+                        piece(&head, body)?;
                     }
-                    other => other,
-                };
-                tx.commit().await?;
-                row
+                }
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(Some(head))
             }
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin().await.map_err(StoreError::from)?;
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(StoreError::from)?;
                 let row = sqlx::query(
-                    "SELECT batch, ts, body, chunks FROM ledger_checkpoints WHERE bank = $1",
+                    "SELECT batch, ts, chunks, body FROM ledger_checkpoints WHERE bank = $1",
                 )
                 .bind(bank as i32)
                 .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| {
-                    (
-                        r.get::<i64, _>(0),
-                        r.get::<i64, _>(1),
-                        r.get::<Vec<u8>, _>(2),
-                        i64::from(r.get::<i32, _>(3)),
+                .await
+                .map_err(StoreError::from)?;
+                let Some(row) = row else {
+                    // Ended here rather than dropped: a dropped transaction
+                    // holds its connection until a rollback runs later.
+                    tx.commit().await.map_err(StoreError::from)?;
+                    return Ok(None);
+                };
+                let mut head = head(
+                    row.try_get(0).map_err(StoreError::from)?,
+                    row.try_get(1).map_err(StoreError::from)?,
+                    i64::from(row.try_get::<i32, _>(2).map_err(StoreError::from)?),
+                )?;
+                if head.chunks == 0 {
+                    let body: &[u8] = row.try_get(3).map_err(StoreError::from)?;
+                    head.len = body.len() as u64;
+                    piece(&head, body)?;
+                } else {
+                    drop(row);
+                    let counted = sqlx::query(
+                        "SELECT COUNT(*), COALESCE(SUM(octet_length(body)), 0)::BIGINT \
+                         FROM ledger_checkpoint_chunks WHERE bank = $1 AND batch = $2 AND seq < $3",
                     )
-                });
-                let row = match row {
-                    Some((batch, ts, _, chunks)) if chunks > 0 => {
-                        let counted = sqlx::query(
-                            "SELECT COUNT(*), COALESCE(SUM(octet_length(body)), 0)::BIGINT \
-                             FROM ledger_checkpoint_chunks WHERE bank = $1 AND batch = $2 AND seq < $3",
+                    .bind(bank as i32)
+                    .bind(head.batch as i64)
+                    .bind(head.chunks as i32)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                    let found: i64 = counted.try_get(0).map_err(StoreError::from)?;
+                    let size: i64 = counted.try_get(1).map_err(StoreError::from)?;
+                    if found != i64::from(head.chunks) {
+                        return Err(corrupt(head.batch, head.chunks, found).into());
+                    }
+                    head.len = size.max(0) as u64;
+                    for seq in 0..head.chunks {
+                        let row = sqlx::query(
+                            "SELECT body FROM ledger_checkpoint_chunks \
+                             WHERE bank = $1 AND batch = $2 AND seq = $3",
                         )
                         .bind(bank as i32)
-                        .bind(batch)
-                        .bind(chunks as i32)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        let (found, size) = (counted.get::<i64, _>(0), counted.get::<i64, _>(1));
-                        if found != chunks {
-                            return Err(corrupt(batch, chunks, found));
-                        }
-                        let mut body = Vec::with_capacity(size.max(0) as usize);
-                        for seq in 0..chunks {
-                            let piece = sqlx::query(
-                                "SELECT body FROM ledger_checkpoint_chunks \
-                                 WHERE bank = $1 AND batch = $2 AND seq = $3",
-                            )
-                            .bind(bank as i32)
-                            .bind(batch)
-                            .bind(seq as i32)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                            let Some(piece) = piece else {
-                                return Err(corrupt(batch, chunks, seq));
-                            };
-                            body.extend_from_slice(&piece.get::<Vec<u8>, _>(0));
-                        }
-                        Some((batch, ts, body, chunks))
+                        .bind(head.batch as i64)
+                        .bind(seq as i32)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                        let Some(row) = row else {
+                            return Err(corrupt(head.batch, head.chunks, i64::from(seq)).into());
+                        };
+                        let body: &[u8] = row.try_get(0).map_err(StoreError::from)?;
+                        piece(&head, body)?;
                     }
-                    other => other,
-                };
-                tx.commit().await?;
-                row
+                }
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(Some(head))
+            }
+        }
+    }
+
+    /// The batch a bank's checkpoint includes, without reading its body.
+    pub async fn checkpoint_batch(&self, bank: u16) -> Result<Option<u64>, StoreError> {
+        const SQL: &str = "SELECT batch FROM ledger_checkpoints WHERE bank = $1";
+        let batch: Option<i64> = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(bank as i64)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(bank as i32)
+                    .fetch_optional(pool)
+                    .await?
             }
         };
-        Ok(row.map(|(batch, ts, body, _)| Checkpoint {
-            batch: batch as u64,
-            ts: ts as u64,
-            body,
-        }))
+        Ok(batch.map(|b| b as u64))
     }
 
     /// Whether the bank has a checkpoint (without reading it).
