@@ -363,14 +363,15 @@ impl Ledger {
             if digest != 0 {
                 self.keys.prefetch_record(digest);
             }
-            if let Some(card) = card_pan(command).and_then(|pan| self.pans.get(&pan, &self.cards)) {
+            // The cards the index slots point at, unconfirmed: confirming
+            // means reading the card, the miss this stage is here to start.
+            if let Some(card) = card_pan(command).and_then(|pan| self.pans.candidate(&pan)) {
                 prefetch_card(&self.cards[card.0 as usize]);
                 cards.push(card);
             }
             if let Command::PeriodCredit(pc) = command {
-                // A wave's credit: the family's card (looked up here, so the
-                // chunk's index misses overlap).
-                if let Some(card) = self.families.get(pc.family, &self.cards) {
+                // A wave's credit: the family's card.
+                if let Some(card) = self.families.candidate(pc.family) {
                     prefetch_card(&self.cards[card.0 as usize]);
                     cards.push(card);
                 }

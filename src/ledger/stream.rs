@@ -95,6 +95,9 @@ pub struct BodyPieces<'a> {
     part: Part,
     accounts: usize,
     cards: usize,
+    /// The accounts in id order ([`Ledger::account_records`]: one pass,
+    /// where looking each wallet account up by id would search the cards).
+    account_records: Box<dyn Iterator<Item = super::state::Account> + 'a>,
     keys: Box<dyn Iterator<Item = (&'a RequestKey, &'a KeyRecord)> + 'a>,
     /// Keys the body's length prefix promised and not yet written.
     keys_left: usize,
@@ -111,6 +114,7 @@ impl<'a> BodyPieces<'a> {
             part: Part::Head,
             accounts: ledger.account_count(),
             cards: ledger.card_count(),
+            account_records: Box::new(ledger.account_records()),
             keys: Box::new(ledger.keys()),
             keys_left: ledger.keys_len(),
             spill: Vec::new(),
@@ -154,8 +158,8 @@ impl<'a> BodyPieces<'a> {
             }
             Part::Accounts(i) if i < self.accounts => {
                 let account = self
-                    .ledger
-                    .account_record(i)
+                    .account_records
+                    .next()
                     .ok_or_else(|| missing("account", i))?;
                 put(out, &account)?;
                 self.part = Part::Accounts(i + 1);

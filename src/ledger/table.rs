@@ -326,6 +326,31 @@ impl CardIndex {
         }
     }
 
+    /// The first card filed under `hash`'s tag, unconfirmed (the card is
+    /// not read): what `Ledger::warm` prefetches, so that reading the card
+    /// to confirm it does not stall the warm-up on a cache miss per command.
+    #[inline]
+    pub(crate) fn candidate(&self, hash: u64) -> Option<CardId> {
+        let mask = self.mask();
+        let tag = self.tag(hash);
+        let tag_mask = if self.bits >= 32 {
+            0
+        } else {
+            u32::MAX << self.bits
+        };
+        let mut i = self.home(hash);
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if slot & tag_mask == tag {
+                return Some(self.card_of(slot));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// The card `is` recognises among those filed under `hash`.
     #[inline]
     pub(crate) fn find(&self, hash: u64, is: impl Fn(CardId) -> bool) -> Option<CardId> {
@@ -427,6 +452,13 @@ impl PanIndex {
         self.index.prefetch(self.hash(pan));
     }
 
+    /// The card most likely to have this PAN, unconfirmed (see
+    /// [`CardIndex::candidate`]).
+    #[inline]
+    pub(crate) fn candidate(&self, pan: &Pan) -> Option<CardId> {
+        self.index.candidate(self.hash(pan))
+    }
+
     /// The card with this PAN.
     #[inline]
     pub(crate) fn get(&self, pan: &Pan, cards: &[CardState]) -> Option<CardId> {
@@ -480,6 +512,13 @@ impl FamilyIndex {
     /// Starts loading the line `get(family)` will read first.
     pub(crate) fn prefetch(&self, family: FamilyId) {
         self.index.prefetch(self.hash(family));
+    }
+
+    /// The card most likely to be the family's latest, unconfirmed (see
+    /// [`CardIndex::candidate`]).
+    #[inline]
+    pub(crate) fn candidate(&self, family: FamilyId) -> Option<CardId> {
+        self.index.candidate(self.hash(family))
     }
 
     /// The family's latest card.
