@@ -104,7 +104,10 @@ impl Ledger {
     pub fn card_record(&self, i: usize) -> Option<Card> {
         let c = self.cards.get(i)?;
         let id = CardId(i as u32);
-        Some(c.record(|w| self.cold.get(&cold_key(id, w)).cloned()))
+        Some(c.record(
+            |w| self.cold.get(&cold_key(id, w)).cloned(),
+            self.replaced.get(&id).copied(),
+        ))
     }
 
     /// Card `i`'s credited periods, PKH then BPNT.

@@ -95,6 +95,7 @@ struct StateView<'a> {
     other_ids: &'a [AccountId],
     cards: &'a [CardState],
     cold: &'a FastMap<u64, Lots>,
+    replaced: &'a FastMap<CardId, CardId>,
 }
 
 impl<'a> StateView<'a> {
@@ -104,6 +105,7 @@ impl<'a> StateView<'a> {
             other_ids: &ledger.books.other_ids,
             cards: &ledger.cards,
             cold: &ledger.cold,
+            replaced: &ledger.replaced,
         }
     }
 
@@ -113,7 +115,10 @@ impl<'a> StateView<'a> {
 
     fn card_record(&self, i: usize) -> Card {
         let id = CardId(i as u32);
-        self.cards[i].record(|w| self.cold.get(&cold_key(id, w)).cloned())
+        self.cards[i].record(
+            |w| self.cold.get(&cold_key(id, w)).cloned(),
+            self.replaced.get(&id).copied(),
+        )
     }
 }
 
@@ -190,6 +195,7 @@ pub struct SnapshotImage {
     other_ids: Vec<AccountId>,
     cards: Vec<CardState>,
     cold: FastMap<u64, Lots>,
+    replaced: FastMap<CardId, CardId>,
     keys: super::keys::FrozenKeys,
 }
 
@@ -205,6 +211,7 @@ impl SnapshotImage {
             other_ids: &self.other_ids,
             cards: &self.cards,
             cold: &self.cold,
+            replaced: &self.replaced,
         }
     }
 }
@@ -491,6 +498,9 @@ impl LedgerBuilder {
                     .wrapping_add(wallet_print(state.wallet_account(w), id, w, balance));
         }
         let (pan, family) = (card.pan, card.family);
+        if let Some(next) = card.replaced_by {
+            l.replaced.insert(id, next);
+        }
         super::huge::push(&mut l.cards, state);
         if !l.pans.insert(pan, id, &l.cards) {
             return broken(format!("card {id:?}: PAN {pan:?} twice"));
@@ -602,6 +612,7 @@ impl Ledger {
             other_ids: self.books.other_ids.clone(),
             cards: self.cards.clone(),
             cold: self.cold.clone(),
+            replaced: self.replaced.clone(),
             keys: self.keys.frozen(),
         }
     }
@@ -734,7 +745,7 @@ impl Ledger {
                     ))
                 }
             }
-            if let Some(next) = card.replaced_by() {
+            if let Some(&next) = self.replaced.get(&id) {
                 if next.0 as usize <= i || next.0 as usize >= self.cards.len() {
                     return broken(format!("card {i}: replaced by a bad card id"));
                 }
@@ -777,6 +788,13 @@ impl Ledger {
                     return broken(format!("card {i}: lots do not add up to credited"));
                 }
             }
+        }
+        if self
+            .replaced
+            .keys()
+            .any(|c| c.0 as usize >= self.cards.len())
+        {
+            return broken("a replacement recorded for a card that does not exist".into());
         }
         if cold_wallets != self.cold.len() {
             return broken("lots kept for wallets that hold theirs inline".into());

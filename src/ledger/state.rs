@@ -462,7 +462,7 @@ pub(crate) enum LotsInline {
     Cold,
 }
 
-/// A card as the ledger keeps it in memory: 168 bytes, the fields a card
+/// A card as the ledger keeps it in memory: 160 bytes, the fields a card
 /// transaction reads first. Its serialized form, and what queries return, is
 /// [`Card`]; the two convert exactly ([`CardState::from_record`],
 /// [`CardState::record`]).
@@ -498,10 +498,12 @@ pub(crate) struct CardState {
     pub(crate) family: FamilyId,
     /// Each wallet's credited-period window: bits.
     pub(crate) mark_bits: [u64; 2],
-    /// The WIB day the withdrawal usage belongs to.
-    pub(crate) day: u32,
-    /// Withdrawals on `day`, net of reversals.
-    pub(crate) day_count: u32,
+    /// The WIB day the withdrawal usage belongs to (days since 1970 fit
+    /// `u16` until 2149; later days are kept as `u16::MAX`).
+    pub(crate) day: u16,
+    /// Withdrawals on `day`, net of reversals (saturating; a daily count
+    /// limit is far below `u16::MAX`).
+    pub(crate) day_count: u16,
     /// Last cardholder transaction, if `flags` has [`HAS_LAST_USE`].
     last_use_at: u32,
     /// The PKH wallet's account id; the BPNT wallet's is the next.
@@ -514,9 +516,6 @@ pub(crate) struct CardState {
     first_credit_at: u32,
     /// Last activation, unblock or replacement.
     pub(crate) clock_reset_at: u32,
-    /// The card that replaced this one; 0 for none (a replacement's id is
-    /// always above the card it replaces, so card 0 never is one).
-    replaced_by: u32,
     /// Each wallet's credited-period window: period of bit 0.
     pub(crate) mark_base: [u16; 2],
     /// Status.
@@ -556,7 +555,6 @@ impl CardState {
             opened_at: now,
             first_credit_at: 0,
             clock_reset_at: now,
-            replaced_by: 0,
             mark_base: [0; 2],
             status,
             pin_tries: 0,
@@ -608,15 +606,6 @@ impl CardState {
     pub(crate) fn set_first_credit_at(&mut self, at: Option<u32>) {
         self.first_credit_at = at.unwrap_or(0);
         self.set_flag(HAS_FIRST_CREDIT, at.is_some());
-    }
-
-    pub(crate) fn replaced_by(&self) -> Option<CardId> {
-        (self.replaced_by != 0).then_some(CardId(self.replaced_by))
-    }
-
-    pub(crate) fn set_replaced_by(&mut self, card: CardId) {
-        debug_assert!(card.0 != 0, "card 0 replaces nothing");
-        self.replaced_by = card.0;
     }
 
     fn set_flag(&mut self, bit: u8, on: bool) {
@@ -727,8 +716,13 @@ impl CardState {
     }
 
     /// The card as its serialized [`Card`], marks left out; `cold` gives
-    /// the side table's lots for a wallet.
-    pub(crate) fn record(&self, cold: impl Fn(usize) -> Option<Lots>) -> Card {
+    /// the side table's lots for a wallet, `replaced_by` the card that
+    /// replaced it (kept beside the cards: few cards have one).
+    pub(crate) fn record(
+        &self,
+        cold: impl Fn(usize) -> Option<Lots>,
+        replaced_by: Option<CardId>,
+    ) -> Card {
         let lots = |w: usize| {
             let c = cold(w);
             self.lots(w, c.as_ref())
@@ -736,7 +730,7 @@ impl CardState {
         Card {
             status: self.status,
             pin_tries: self.pin_tries,
-            day_count: self.day_count,
+            day_count: u32::from(self.day_count),
             day: u64::from(self.day),
             pvv: self.pvv,
             day_amount: self.day_amount,
@@ -753,24 +747,22 @@ impl CardState {
             opened_at: self.opened_at,
             first_credit_at: self.first_credit_at(),
             clock_reset_at: self.clock_reset_at,
-            replaced_by: self.replaced_by(),
+            replaced_by,
             lots: [lots(0), lots(1)],
         }
     }
 
     /// A card from its serialized form and its marks; the lots that need the
-    /// side table are returned with it. `None` if the record cannot be held:
-    /// its wallet accounts are not consecutive, a day number past `u32`, or
-    /// a replacement by card 0.
+    /// side table are returned with it (the replacement, if any, is the
+    /// record's `replaced_by`). `None` if the record cannot be held: its
+    /// wallet accounts are not consecutive, or a day number or daily count
+    /// past `u16`.
     pub(crate) fn from_record(
         card: &Card,
         marks: [Marks; 2],
     ) -> Option<(CardState, [Option<Lots>; 2])> {
         let account = card.wallets[0].account;
         if card.wallets[1].account.0 != account.0.checked_add(1)? {
-            return None;
-        }
-        if card.replaced_by == Some(CardId(0)) {
             return None;
         }
         let mut state = CardState::new(
@@ -782,17 +774,14 @@ impl CardState {
             card.opened_at,
         );
         state.pin_tries = card.pin_tries;
-        state.day_count = card.day_count;
-        state.day = u32::try_from(card.day).ok()?;
+        state.day_count = u16::try_from(card.day_count).ok()?;
+        state.day = u16::try_from(card.day).ok()?;
         state.day_amount = card.day_amount;
         state.purchased = card.purchased;
         state.withdrawn = card.withdrawn;
         state.set_last_use_at(card.last_use_at);
         state.set_first_credit_at(card.first_credit_at);
         state.clock_reset_at = card.clock_reset_at;
-        if let Some(next) = card.replaced_by {
-            state.set_replaced_by(next);
-        }
         let mut cold = [None, None];
         for w in 0..2 {
             state.wallets[w] = WalletLine {

@@ -250,6 +250,10 @@ pub async fn recover(store: &Store, config: LedgerConfig) -> Result<(Ledger, u64
     Ok((ledger, replayed))
 }
 
+/// Banks that recover from the store at once (see `Shards::start`): the
+/// project machine's cores, and half the store's pool.
+const RECOVER_AT_ONCE: usize = 2;
+
 /// The running shards of all banks and their committer.
 pub struct Shards {
     queues: HashMap<u16, mpsc::Sender<Job>>,
@@ -287,12 +291,19 @@ impl Shards {
         ));
         let mut queues = HashMap::new();
         let mut tasks = Vec::new();
-        // Banks recover in parallel: each is independent.
+        // Banks recover in parallel, each independent, but at most
+        // `RECOVER_AT_ONCE` at a time: a recovering bank holds a store
+        // connection while it decodes its checkpoint piece by piece (one read
+        // transaction, so the pieces are of one checkpoint), and the pool
+        // must keep connections for the rest (the WAL copier, other banks).
+        let at_once = Arc::new(tokio::sync::Semaphore::new(RECOVER_AT_ONCE));
         let handles: Vec<_> = configs
             .into_iter()
             .map(|config| {
                 let store = store.clone();
+                let at_once = at_once.clone();
                 tokio::spawn(async move {
+                    let _turn = at_once.acquire_owned().await.ok();
                     let started = Instant::now();
                     let r = recover(&store, config).await;
                     (config, r, started.elapsed())

@@ -281,7 +281,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(LOCK_WAIT)
-                .pragma("cache_size", "-65536")
+                // 16 MiB of page cache per connection (four connections):
+                // appends touch the right edge of one table, and a wave's
+                // process must hold every family's card besides.
+                .pragma("cache_size", "-16384")
                 // The WAL is copied back by `wal_checkpointer`; a commit
                 // finishes that copy itself only when the log passes 64 MiB
                 // (SQLite's default is 4 MiB), which under constant load is
