@@ -233,33 +233,42 @@ fn empty_slots(n: usize) -> Vec<Slot> {
 /// probe that lands on another card's slot almost never read that card.
 #[derive(Clone, Debug)]
 pub(crate) struct CardIndex {
-    /// 0 is empty; else `tag << bits | (card + 1)`.
+    /// 0 is empty; else `tag << bits | (card + 1)`. Any length (not a
+    /// power of two): the home slot is the hash scaled to the length, so a
+    /// table built for a known count (a restore) is sized to it exactly.
     slots: Vec<u32>,
     len: usize,
-    /// log2 of the slot count: the card id's bits in a slot.
+    /// The card id's bits in a slot: `card + 1 < 2^bits`.
     bits: u32,
+}
+
+/// Bits needed to write `n`: `n < 2^width(n)`.
+fn width(n: usize) -> u32 {
+    usize::BITS - n.leading_zeros()
 }
 
 impl CardIndex {
     /// An index that holds `n` entries for cards below `n` without growing.
     pub(crate) fn with_capacity(n: usize) -> CardIndex {
-        let mut bits = SLOTS_MIN.trailing_zeros();
-        while !CardIndex::fits(bits, n, n) {
-            bits += 1;
-        }
-        let slots = vec![0u32; 1usize << bits];
+        let slots = (n + n / 3 + 1).max(SLOTS_MIN);
+        CardIndex::sized(slots, n)
+    }
+
+    /// An empty index of `slots` slots for card ids below `cards`.
+    fn sized(slots: usize, cards: usize) -> CardIndex {
+        let slots = vec![0u32; slots];
         super::huge::advise_vec(&slots);
         CardIndex {
+            bits: width(slots.len().max(cards)).min(32),
             slots,
             len: 0,
-            bits,
         }
     }
 
-    /// Whether `2^bits` slots hold `len` entries (at most 3/4 full) and
-    /// card ids below `cards` (`card + 1` fits in `bits` bits).
-    fn fits(bits: u32, len: usize, cards: usize) -> bool {
-        bits >= 32 || (len * 4 <= (3usize << bits) && cards < (1usize << bits))
+    /// Whether this index holds `len` entries (at most 3/4 full) and card
+    /// ids below `cards` (`card + 1` fits in `bits` bits).
+    fn fits(&self, len: usize, cards: usize) -> bool {
+        len * 4 <= self.slots.len() * 3 && (self.bits >= 32 || cards < (1usize << self.bits))
     }
 
     /// Entries stored.
@@ -267,12 +276,20 @@ impl CardIndex {
         self.len
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        // The low word scaled to the length (Lemire's multiply-shift); the
+        // tag comes from the high word.
+        ((u64::from(hash as u32) * self.slots.len() as u64) >> 32) as usize
     }
 
-    fn home(&self, hash: u64) -> usize {
-        (hash as usize) & self.mask()
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     /// The tag bits of a slot for `hash` (the hash's high word, which the
@@ -285,13 +302,16 @@ impl CardIndex {
         }
     }
 
-    fn card_of(&self, slot: u32) -> CardId {
-        let low = if self.bits >= 32 {
-            slot
+    fn tag_mask(&self) -> u32 {
+        if self.bits >= 32 {
+            0
         } else {
-            slot & ((1u32 << self.bits) - 1)
-        };
-        CardId(low - 1)
+            u32::MAX << self.bits
+        }
+    }
+
+    fn card_of(&self, slot: u32) -> CardId {
+        CardId((slot & !self.tag_mask()) - 1)
     }
 
     fn slot(&self, hash: u64, card: CardId) -> u32 {
@@ -306,13 +326,8 @@ impl CardIndex {
     /// Probes from `hash`'s home: `Ok(i)` for the slot whose card `is`
     /// recognises, `Err(i)` for the first empty slot.
     fn locate(&self, hash: u64, is: impl Fn(CardId) -> bool) -> Result<usize, usize> {
-        let mask = self.mask();
         let tag = self.tag(hash);
-        let tag_mask = if self.bits >= 32 {
-            0
-        } else {
-            u32::MAX << self.bits
-        };
+        let tag_mask = self.tag_mask();
         let mut i = self.home(hash);
         loop {
             let slot = self.slots[i];
@@ -322,7 +337,7 @@ impl CardIndex {
             if slot & tag_mask == tag && is(self.card_of(slot)) {
                 return Ok(i);
             }
-            i = (i + 1) & mask;
+            i = self.next(i);
         }
     }
 
@@ -331,13 +346,8 @@ impl CardIndex {
     /// to confirm it does not stall the warm-up on a cache miss per command.
     #[inline]
     pub(crate) fn candidate(&self, hash: u64) -> Option<CardId> {
-        let mask = self.mask();
         let tag = self.tag(hash);
-        let tag_mask = if self.bits >= 32 {
-            0
-        } else {
-            u32::MAX << self.bits
-        };
+        let tag_mask = self.tag_mask();
         let mut i = self.home(hash);
         loop {
             let slot = self.slots[i];
@@ -347,7 +357,7 @@ impl CardIndex {
             if slot & tag_mask == tag {
                 return Some(self.card_of(slot));
             }
-            i = (i + 1) & mask;
+            i = self.next(i);
         }
     }
 
@@ -371,12 +381,12 @@ impl CardIndex {
         hash_of: impl Fn(CardId) -> u64,
     ) -> bool {
         let cards = card.0 as usize + 1;
-        if !CardIndex::fits(self.bits, self.len + 1, cards) {
-            let mut bits = self.bits + 1;
-            while !CardIndex::fits(bits, self.len + 1, cards) {
-                bits += 1;
+        if !self.fits(self.len + 1, cards) {
+            let mut slots = self.slots.len();
+            while (self.len + 1) * 4 > slots * 3 {
+                slots *= 2;
             }
-            self.grow(bits, &hash_of);
+            self.grow(slots, cards, &hash_of);
         }
         match self.locate(hash, is) {
             Ok(i) => {
@@ -393,25 +403,20 @@ impl CardIndex {
         }
     }
 
-    fn grow(&mut self, bits: u32, hash_of: &impl Fn(CardId) -> u64) {
-        let old = std::mem::replace(&mut self.slots, vec![0u32; 1usize << bits]);
-        let old_bits = std::mem::replace(&mut self.bits, bits);
-        super::huge::advise_vec(&self.slots);
-        let mask = self.mask();
-        for slot in old.into_iter().filter(|&s| s != 0) {
-            let low = if old_bits >= 32 {
-                slot
-            } else {
-                slot & ((1u32 << old_bits) - 1)
-            };
-            let card = CardId(low - 1);
+    /// Rebuilds the index with `slots` slots for card ids below `cards`.
+    fn grow(&mut self, slots: usize, cards: usize, hash_of: &impl Fn(CardId) -> u64) {
+        let cards = cards.max(self.slots.len()).max(slots);
+        let old = std::mem::replace(self, CardIndex::sized(slots, cards));
+        for slot in old.slots.iter().copied().filter(|&s| s != 0) {
+            let card = old.card_of(slot);
             let hash = hash_of(card);
             let mut i = self.home(hash);
             while self.slots[i] != 0 {
-                i = (i + 1) & mask;
+                i = self.next(i);
             }
             self.slots[i] = self.slot(hash, card);
         }
+        self.len = old.len;
     }
 
     /// Every filed card, in slot order.
