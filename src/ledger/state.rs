@@ -463,7 +463,9 @@ pub(crate) enum LotsInline {
 }
 
 /// A card as the ledger keeps it in memory: 160 bytes, the fields a card
-/// transaction reads first. Its serialized form, and what queries return, is
+/// transaction reads first (money lines, PIN value, PAN, daily usage,
+/// status: the first 112 bytes), then what credits, the sweep and
+/// replacement use. Its serialized form, and what queries return, is
 /// [`Card`]; the two convert exactly ([`CardState::from_record`],
 /// [`CardState::record`]).
 ///
@@ -484,30 +486,38 @@ pub(crate) enum LotsInline {
 pub(crate) struct CardState {
     /// PKH then BPNT, indexed by [`Program::index`].
     pub(crate) wallets: [WalletLine; 2],
-    /// Withdrawn on `day`, net of reversals.
-    pub(crate) day_amount: Amount,
     /// PIN verification value.
     pub(crate) pvv: Pvv,
+    /// The PAN's numeric value (digit count in `pan_len`).
+    pan_value: u64,
+    /// Withdrawn on `day`, net of reversals.
+    pub(crate) day_amount: Amount,
     /// Approved purchases, net of reversals.
     pub(crate) purchased: Amount,
     /// Approved withdrawals, net of reversals.
     pub(crate) withdrawn: Amount,
-    /// The PAN's numeric value (digit count in `pan_len`).
-    pan_value: u64,
-    /// Family (KK).
-    pub(crate) family: FamilyId,
-    /// Each wallet's credited-period window: bits.
-    pub(crate) mark_bits: [u64; 2],
+    /// Last cardholder transaction, if `flags` has [`HAS_LAST_USE`].
+    last_use_at: u32,
+    /// The PKH wallet's account id; the BPNT wallet's is the next.
+    pub(crate) account: u32,
     /// The WIB day the withdrawal usage belongs to (days since 1970 fit
     /// `u16` until 2149; later days are kept as `u16::MAX`).
     pub(crate) day: u16,
     /// Withdrawals on `day`, net of reversals (saturating; a daily count
     /// limit is far below `u16::MAX`).
     pub(crate) day_count: u16,
-    /// Last cardholder transaction, if `flags` has [`HAS_LAST_USE`].
-    last_use_at: u32,
-    /// The PKH wallet's account id; the BPNT wallet's is the next.
-    pub(crate) account: u32,
+    /// Status.
+    pub(crate) status: CardStatus,
+    /// Consecutive wrong PINs.
+    pub(crate) pin_tries: u8,
+    /// The PAN's digit count.
+    pan_len: u8,
+    /// Presence and lot-form bits (see the constants above).
+    pub(crate) flags: u8,
+    /// Family (KK).
+    pub(crate) family: FamilyId,
+    /// Each wallet's credited-period window: bits.
+    pub(crate) mark_bits: [u64; 2],
     /// Each wallet's inline lot (or floor) arrival.
     lot_at: [u32; 2],
     /// When opened (or issued as a replacement).
@@ -518,14 +528,6 @@ pub(crate) struct CardState {
     pub(crate) clock_reset_at: u32,
     /// Each wallet's credited-period window: period of bit 0.
     pub(crate) mark_base: [u16; 2],
-    /// Status.
-    pub(crate) status: CardStatus,
-    /// Consecutive wrong PINs.
-    pub(crate) pin_tries: u8,
-    /// The PAN's digit count.
-    pan_len: u8,
-    /// Presence and lot-form bits (see the constants above).
-    flags: u8,
 }
 
 impl CardState {

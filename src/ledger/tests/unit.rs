@@ -1393,6 +1393,10 @@ fn sizes_stay_small() {
     // The card as the ledger holds it (every family's, in a wave): see
     // `CardState`.
     assert_eq!(std::mem::size_of::<crate::ledger::state::CardState>(), 160);
+    // What a purchase or withdrawal reads and writes is in the first 112
+    // bytes (family, marks, lots and clocks after it).
+    assert!(std::mem::offset_of!(crate::ledger::state::CardState, flags) < 112);
+    assert!(std::mem::offset_of!(crate::ledger::state::CardState, family) >= 104);
 }
 
 #[test]
