@@ -3,7 +3,8 @@
 //! bytes per family with everything else included).
 //!
 //! Opens N cards (default 1,000,000; `cargo bench --bench memory -- N`),
-//! credits a BPNT month and a PKH tahap to every family, and prints the
+//! credits a BPNT month, a PKH tahap and a second BPNT month to every
+//! family, and prints the
 //! process's resident memory growth per card after each step, the sizes of
 //! the records involved, and the size of the bank's encoded checkpoint.
 //! Memory, not time: the figures are read from `/proc/self/status`.
@@ -84,6 +85,17 @@ fn main() {
         })
     });
     per_card("after a PKH tahap");
+    t += 30 * 86_400;
+    run(&mut ledger, t, &|i| {
+        Command::PeriodCredit(PeriodCredit {
+            program: Program::Bpnt,
+            period: 2026 * 12 + 1,
+            family: FamilyId(KK + i),
+            amount: 20_000_000,
+        })
+    });
+    // Each BPNT wallet now keeps two lots: no longer inline.
+    per_card("after a second BPNT month");
     let body = postcard::to_stdvec(&ledger.snapshot_ref()).expect("encodes");
     println!(
         "checkpoint body: {:.0} bytes per card",
