@@ -1301,7 +1301,7 @@ impl Ledger {
                 changed = true;
             }
             let mut returned = [0; 2];
-            for w in 0..2 {
+            for (w, out) in returned.iter_mut().enumerate() {
                 if self.cards[i].lots_inline(w) == LotsInline::Empty {
                     continue;
                 }
@@ -1310,7 +1310,7 @@ impl Ledger {
                 let account = c.wallet_account(w);
                 let wallet = &mut c.wallets[w];
                 if let Some(cutoff) = return_cutoff {
-                    returned[w] =
+                    *out =
                         return_old_lots(wallet, account, &lots, cutoff, &mut self.books, index, fx);
                 }
                 if forget_spent_lots(wallet, &mut lots, as_of, forget_after) {
