@@ -346,19 +346,9 @@ impl CardIndex {
     /// to confirm it does not stall the warm-up on a cache miss per command.
     #[inline]
     pub(crate) fn candidate(&self, hash: u64) -> Option<CardId> {
-        let tag = self.tag(hash);
-        let tag_mask = self.tag_mask();
-        let mut i = self.home(hash);
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
-            }
-            if slot & tag_mask == tag {
-                return Some(self.card_of(slot));
-            }
-            i = self.next(i);
-        }
+        self.locate(hash, |_| true)
+            .ok()
+            .map(|i| self.card_of(self.slots[i]))
     }
 
     /// The card `is` recognises among those filed under `hash`.
