@@ -265,8 +265,6 @@ pub struct Ledger {
     pub(crate) batches: u64,
     /// The latest sweep's `as_of`.
     pub(crate) last_sweep_as_of: u64,
-    /// Not state: the cards `warm` found, kept to reuse the allocation.
-    pub(crate) scratch: Vec<CardId>,
 }
 
 impl Ledger {
@@ -288,7 +286,6 @@ impl Ledger {
             approvals: 0,
             batches: 0,
             last_sweep_as_of: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -338,20 +335,18 @@ impl Ledger {
     }
 
     /// Brings the memory the next [`WARM_CHUNK`] commands will need (key
-    /// index slots and records, PAN slots, cards, their wallet accounts)
-    /// into cache before executing them, in stages: start loading every key's
-    /// and PAN's index line; then, as they arrive, start loading the records
-    /// and cards they point at; then the key-store slots the chunk's new
-    /// records will be appended to, and the cards' wallet accounts. Each stage
+    /// index slots and records, PAN and family slots, cards) into cache
+    /// before executing them, in stages: start loading every key's, PAN's
+    /// and family's index line; then, as they arrive, start loading the
+    /// records and cards they point at, and the key-store slots the chunk's
+    /// new records will be appended to. Each stage
     /// issues its loads as prefetches ([`prefetch`]), so a chunk's misses
     /// are all in flight at once and the chunk waits about one memory
     /// latency per stage instead of one per miss (a random load costs
     /// ~130 ns on its own on the project machine). TigerBeetle's prefetch
-    /// phase, in miniature. Reads only; `scratch` holds the cards found.
-    fn warm(&mut self, batch: &[Command]) {
+    /// phase, in miniature. Reads only.
+    fn warm(&self, batch: &[Command]) {
         let mut digests = [0u64; WARM_CHUNK];
-        let mut cards = std::mem::take(&mut self.scratch);
-        cards.clear();
         for (command, digest) in batch.iter().zip(digests.iter_mut()) {
             if let Some(key) = command.key() {
                 *digest = self.keys.prefetch_slot(key);
@@ -371,18 +366,15 @@ impl Ledger {
             // means reading the card, the miss this stage is here to start.
             if let Some(card) = card_pan(command).and_then(|pan| self.pans.candidate(&pan)) {
                 prefetch_card(&self.cards[card.0 as usize]);
-                cards.push(card);
             }
             if let Command::PeriodCredit(pc) = command {
                 // A wave's credit: the family's card.
                 if let Some(card) = self.families.candidate(pc.family) {
                     prefetch_card(&self.cards[card.0 as usize]);
-                    cards.push(card);
                 }
             }
         }
         self.keys.prefetch_appends(batch.len());
-        self.scratch = cards;
     }
 
     fn execute(&mut self, index: u32, command: &Command, fx: &mut Effects) -> (Reply, bool) {

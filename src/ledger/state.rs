@@ -481,7 +481,10 @@ pub(crate) enum LotsInline {
 ///   longer histories go to a side table keyed by card and wallet;
 /// - the PAN is its numeric value and digit count, times are `u32` seconds
 ///   (as `Card` already kept them), and optional ones are flagged.
-#[derive(Clone, PartialEq, Eq, Debug)]
+///
+/// `Debug` is written out: the derived one would print `pan_value`, the
+/// whole card number, where [`Pan`]'s own `Debug` masks it.
+#[derive(Clone, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct CardState {
     /// PKH then BPNT, indexed by [`Program::index`].
@@ -528,6 +531,20 @@ pub(crate) struct CardState {
     pub(crate) clock_reset_at: u32,
     /// Each wallet's credited-period window: period of bit 0.
     pub(crate) mark_base: [u16; 2],
+}
+
+impl std::fmt::Debug for CardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardState")
+            .field("pan", &self.pan())
+            .field("family", &self.family)
+            .field("status", &self.status)
+            .field("pin_tries", &self.pin_tries)
+            .field("pvv", &self.pvv)
+            .field("wallets", &self.wallets)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CardState {
