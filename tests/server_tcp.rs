@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use kks_switch::config::ServerConfig;
 use kks_switch::iso8583::{Fields, FrameCodec, Framing, Message};
 use kks_switch::switch::handler::answer;
-use kks_switch::switch::{serve, Authorizer, NoIssuer, Reply};
+use kks_switch::switch::{serve, Authorizer, NoIssuer, Reply, Sink};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -751,7 +751,7 @@ struct Gated {
 }
 
 impl Authorizer for Gated {
-    async fn authorize(&self, req: Message<Bytes>) -> Reply {
+    async fn authorize(&self, req: Message<Bytes>, _: &mut Option<Sink>) -> Reply {
         let resp = answer(&req, b"00");
         let mut gate = self.gate.clone();
         self.seen.fetch_add(1, Ordering::SeqCst);

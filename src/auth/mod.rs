@@ -21,9 +21,9 @@ use crate::ledger::{
 };
 use crate::pan::{Bank, Pan, PanError};
 use crate::registry::{Registry, Terminal};
-use crate::shard::{Done, Shards};
+use crate::shard::{Done, Respond, Shards};
 use crate::switch::respond::{respond, Added};
-use crate::switch::{Authorizer, Reply};
+use crate::switch::{Authorizer, Reply, Sink};
 use basket::{check_basket, FOOD_ONLY_ALLOWED};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -337,20 +337,57 @@ fn injected_internal_error<B: AsRef<[u8]>>(req: &Message<B>) -> bool {
     matches!((stan, req.stan()), (Some(s), Some(r)) if s.as_slice() == r)
 }
 
-impl Authorizer for Issuer {
-    fn reject(&self, req: &Message<Bytes>, code: &[u8; 2]) -> BytesMut {
-        let term = self.registry.terminal(
-            req.terminal_id().unwrap_or_default(),
-            req.merchant_id().unwrap_or_default(),
-        );
-        answer(req, term, code, Added::default())
+/// A wire request queued to its bank: the response is encoded from the
+/// ledger's answer on the bank's task and sent by the committer once it is
+/// durable ([`Respond`]).
+struct WireAnswer {
+    req: Message<Bytes>,
+    registry: Arc<Registry>,
+    sink: Sink,
+    prepared: Option<BytesMut>,
+}
+
+impl Respond for WireAnswer {
+    fn prepare(&mut self, done: &Done) {
+        let term = terminal_of(&self.registry, &self.req);
+        self.prepared = Some(from_done(&self.req, term, done));
     }
 
-    async fn authorize(&self, req: Message<Bytes>) -> Reply {
-        let term = self.registry.terminal(
-            req.terminal_id().unwrap_or_default(),
-            req.merchant_id().unwrap_or_default(),
-        );
+    fn complete(self: Box<Self>, durable: bool) {
+        let WireAnswer {
+            req,
+            registry,
+            sink,
+            prepared,
+        } = *self;
+        let resp = match prepared {
+            Some(resp) if durable => resp,
+            _ => answer(&req, terminal_of(&registry, &req), b"91", Added::default()),
+        };
+        sink.send(resp);
+    }
+}
+
+/// The registered terminal a request names (DE41 + DE42).
+fn terminal_of<'r>(registry: &'r Registry, req: &Message<Bytes>) -> Option<&'r Terminal> {
+    registry.terminal(
+        req.terminal_id().unwrap_or_default(),
+        req.merchant_id().unwrap_or_default(),
+    )
+}
+
+impl Authorizer for Issuer {
+    fn reject(&self, req: &Message<Bytes>, code: &[u8; 2]) -> BytesMut {
+        answer(
+            req,
+            terminal_of(&self.registry, req),
+            code,
+            Added::default(),
+        )
+    }
+
+    async fn authorize(&self, req: Message<Bytes>, sink: &mut Option<Sink>) -> Reply {
+        let term = terminal_of(&self.registry, &req);
         #[cfg(debug_assertions)]
         if injected_internal_error(&req) {
             tracing::error!(stan = %req.get_str(de::STAN).unwrap_or("-"), "internal error (injected by KKS_FAULT_INTERNAL_STAN); nothing applied");
@@ -358,21 +395,31 @@ impl Authorizer for Issuer {
         }
         match self.decide(&req, term) {
             Decision::Answer(code) => Reply::Now(answer(&req, term, &code, Added::default())),
-            Decision::Submit(bank, cmd) => match self.shards.submit(bank, cmd).await {
-                Err(_) => Reply::Now(answer(&req, term, b"91", Added::default())),
-                Ok(ticket) => {
-                    let registry = self.registry.clone();
-                    Reply::Later(Box::pin(async move {
-                        let term = registry.terminal(
-                            req.terminal_id().unwrap_or_default(),
-                            req.merchant_id().unwrap_or_default(),
-                        );
-                        match ticket.await {
-                            Ok(Ok(done)) => from_done(&req, term, &done),
-                            _ => answer(&req, term, b"91", Added::default()),
-                        }
-                    }))
+            Decision::Submit(bank, cmd) => match sink.take() {
+                Some(sink) => {
+                    let answer = WireAnswer {
+                        req,
+                        registry: self.registry.clone(),
+                        sink,
+                        prepared: None,
+                    };
+                    self.shards.submit_to(bank, cmd, Box::new(answer)).await;
+                    Reply::Taken
                 }
+                // No connection to answer through: wait on a ticket.
+                None => match self.shards.submit(bank, cmd).await {
+                    Err(_) => Reply::Now(answer(&req, term, b"91", Added::default())),
+                    Ok(ticket) => {
+                        let registry = self.registry.clone();
+                        Reply::Later(Box::pin(async move {
+                            let term = terminal_of(&registry, &req);
+                            match ticket.await {
+                                Ok(Ok(done)) => from_done(&req, term, &done),
+                                _ => answer(&req, term, b"91", Added::default()),
+                            }
+                        }))
+                    }
+                },
             },
         }
     }

@@ -48,7 +48,7 @@ use crate::pan::{luhn_check_digit, Bank, Pan};
 use crate::registry::{Registry, Terminal};
 use crate::seed::SplitMix64;
 use crate::shard::{decode_commands, encode_commands, Done};
-use crate::switch::handler::{handle, Authorizer, Reply};
+use crate::switch::handler::{handle, Authorizer, Reply, Sink};
 use crate::switch::respond::Added;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -356,7 +356,7 @@ impl Authorizer for SimAuth {
         auth::answer(req, term, code, Added::default())
     }
 
-    async fn authorize(&self, req: Message<Bytes>) -> Reply {
+    async fn authorize(&self, req: Message<Bytes>, _: &mut Option<Sink>) -> Reply {
         let term = self.registry.terminal(
             req.terminal_id().unwrap_or_default(),
             req.merchant_id().unwrap_or_default(),
@@ -957,7 +957,7 @@ impl World {
     // ------------------------------------------------------------ server
 
     fn server_receive(&mut self, term: usize, frame: Bytes) {
-        let reply = handle(&self.auth, frame, "dst")
+        let reply = handle(&self.auth, frame, "dst", &mut None)
             .now_or_never()
             .unwrap_or(Reply::Nothing);
         let decision = self.auth.slot.lock().ok().and_then(|mut s| s.take());
@@ -967,7 +967,9 @@ impl World {
                 self.send(false, term, out.freeze());
             }
             Reply::Close(e) => self.note(format!("server term {term}: close ({e})")),
-            Reply::Later(_) => self.note(format!("server term {term}: unexpected Later")),
+            Reply::Later(_) | Reply::Taken => {
+                self.note(format!("server term {term}: unexpected Later"))
+            }
             Reply::Nothing => {
                 if let Some((Decision::Submit(bank, cmd), req)) = decision {
                     self.note(format!(

@@ -4,7 +4,7 @@
 //! semaphore bounds requests in flight, so a client that never reads its
 //! responses stops being read instead of growing memory.
 
-use super::handler::{handle, Authorizer, Reply};
+use super::handler::{handle, Authorizer, Reply, Sink};
 use crate::config::ServerConfig;
 use crate::iso8583::FrameCodec;
 use bytes::BytesMut;
@@ -126,9 +126,10 @@ impl<A: Authorizer> Connection<A> {
                     f
                 }
             };
-            match handle(&*self.auth, frame, &self.peer).await {
+            let mut sink = Some(Sink::new(tx.clone(), permit));
+            match handle(&*self.auth, frame, &self.peer, &mut sink).await {
                 Reply::Now(resp) => {
-                    drop(permit);
+                    drop(sink);
                     let sent = tokio::select! {
                         _ = stalled.cancelled() => false,
                         r = tx.send(resp) => r.is_ok(),
@@ -138,14 +139,19 @@ impl<A: Authorizer> Connection<A> {
                     }
                 }
                 Reply::Later(fut) => {
+                    let sink = sink.take();
                     let tx = tx.clone();
                     self.tracker.spawn(async move {
                         let resp = fut.await;
-                        let _ = tx.send(resp).await;
-                        drop(permit);
+                        match sink {
+                            Some(s) => s.send_wait(resp).await,
+                            None => {
+                                let _ = tx.send(resp).await;
+                            }
+                        }
                     });
                 }
-                Reply::Nothing => drop(permit),
+                Reply::Taken | Reply::Nothing => {}
                 Reply::Close(e) => {
                     tracing::warn!(peer = %self.peer, error = %e, "unparseable message; closing connection");
                     break;

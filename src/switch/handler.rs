@@ -10,6 +10,7 @@ use crate::pan::mask_pan_bytes as mask_pan;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// A response that will be ready later (after the ledger made it durable).
 pub type Pending = Pin<Box<dyn Future<Output = BytesMut> + Send + 'static>>;
@@ -20,10 +21,52 @@ pub enum Reply {
     Now(BytesMut),
     /// Send the response when it resolves; later frames are not held up.
     Later(Pending),
+    /// The authorizer took the [`Sink`] and answers through it.
+    Taken,
     /// Nothing to send (e.g. an unsolicited response message from a client).
     Nothing,
     /// The frame's structure could not be parsed: close the connection.
     Close(crate::iso8583::Error),
+}
+
+/// Where a response goes once it is ready: the connection's writer, with
+/// one of the connection's in-flight slots, which is given back once the
+/// response is queued to the writer.
+pub struct Sink {
+    tx: mpsc::Sender<BytesMut>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Sink {
+    pub(crate) fn new(tx: mpsc::Sender<BytesMut>, permit: OwnedSemaphorePermit) -> Sink {
+        Sink { tx, permit }
+    }
+
+    /// Queue `resp` to the writer without waiting. The writer's queue holds
+    /// as many responses as the connection may have in flight, so it is
+    /// full only while the client is not reading; then a task waits for
+    /// room (and the in-flight slot stays taken until it has it).
+    pub fn send(self, resp: BytesMut) {
+        let Sink { tx, permit } = self;
+        match tx.try_send(resp) {
+            Ok(()) => drop(permit),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(resp)) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(resp).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queue `resp` to the writer, waiting for room.
+    pub async fn send_wait(self, resp: BytesMut) {
+        let _ = self.tx.send(resp).await;
+        drop(self.permit);
+    }
 }
 
 /// Financial message handling (0200 and reversals): implemented by the
@@ -32,7 +75,13 @@ pub enum Reply {
 /// from one connection take effect in the order they arrived.
 pub trait Authorizer: Send + Sync + 'static {
     /// Take a decoded, validated request with its mandatory fields present.
-    fn authorize(&self, req: Message<Bytes>) -> impl Future<Output = Reply> + Send;
+    /// An authorizer that answers later may take `sink` and answer through
+    /// it ([`Reply::Taken`]); otherwise it returns the reply.
+    fn authorize(
+        &self,
+        req: Message<Bytes>,
+        sink: &mut Option<Sink>,
+    ) -> impl Future<Output = Reply> + Send;
 
     /// Answer a request that the switch declines itself (30 format, 12
     /// unsupported MTI). The default adds no MAC; an issuer that knows the
@@ -49,7 +98,7 @@ pub trait Authorizer: Send + Sync + 'static {
 pub struct NoIssuer;
 
 impl Authorizer for NoIssuer {
-    async fn authorize(&self, req: Message<Bytes>) -> Reply {
+    async fn authorize(&self, req: Message<Bytes>, _: &mut Option<Sink>) -> Reply {
         Reply::Now(answer(&req, b"91"))
     }
 }
@@ -75,8 +124,14 @@ fn is_response(mti: &[u8]) -> bool {
     matches!(mti.get(2), Some(b'1' | b'3' | b'5' | b'7' | b'9'))
 }
 
-/// Handle one frame (message bytes, header already stripped).
-pub async fn handle<A: Authorizer>(auth: &A, frame: Bytes, peer: &str) -> Reply {
+/// Handle one frame (message bytes, header already stripped). `sink` is
+/// where an authorizer that answers later may send its response.
+pub async fn handle<A: Authorizer>(
+    auth: &A,
+    frame: Bytes,
+    peer: &str,
+    sink: &mut Option<Sink>,
+) -> Reply {
     let msg = match Message::decode(frame) {
         Ok(m) => m,
         Err(e) => {
@@ -117,7 +172,7 @@ pub async fn handle<A: Authorizer>(auth: &A, frame: Bytes, peer: &str) -> Reply 
             "financial request"
         );
     }
-    auth.authorize(msg).await
+    auth.authorize(msg, sink).await
 }
 
 fn network_management(msg: &Message<Bytes>, peer: &str) -> BytesMut {

@@ -10,7 +10,7 @@ pub mod connection;
 pub mod handler;
 pub mod respond;
 
-pub use handler::{Authorizer, NoIssuer, Reply};
+pub use handler::{Authorizer, NoIssuer, Reply, Sink};
 
 use crate::config::ServerConfig;
 use std::sync::Arc;
