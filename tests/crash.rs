@@ -42,7 +42,7 @@ const WORKERS: &str = "32";
 /// The drills checkpoint every few batches and write each checkpoint in
 /// small pieces between group commits, so a kill lands in the middle of a
 /// checkpoint being written about as often as not.
-const CONFIG: &str = "[shards]\ncheckpoint_every_batches = 4\ncheckpoint_chunk_bytes = 4096\n";
+const CONFIG: &str = "[shards]\ncheckpoint_every_batches = 4\ncheckpoint_chunk_bytes = 4096\ncheckpoint_piece_interval_ms = 0\n";
 
 /// [`CONFIG`] in a file that lives as long as the returned handle.
 fn config_file() -> tempfile::NamedTempFile {

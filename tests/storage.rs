@@ -1026,7 +1026,9 @@ async fn checkpoint_reads_never_mix_checkpoints(backend: Backend) {
 /// A checkpoint larger than `checkpoint_chunk_bytes` is written in pieces
 /// between group commits: the stored checkpoint names its pieces, only the
 /// current checkpoint's pieces are kept, and a restart from it (and the
-/// journal after it) gives back the same books.
+/// journal after it) gives back the same books. The periodic checkpoints'
+/// pieces are spaced (`checkpoint_piece_interval_ms`), so most are still
+/// being written, or superseded, while batches commit around them.
 async fn checkpoints_in_chunks(backend: Backend) {
     let Some(db) = db::fresh(backend).await else {
         return;
@@ -1034,6 +1036,7 @@ async fn checkpoints_in_chunks(backend: Backend) {
     let cfg = ShardConfig {
         checkpoint_every_batches: 3,
         checkpoint_chunk_bytes: 1000,
+        checkpoint_piece_interval_ms: 2,
         ..ShardConfig::default()
     };
     let mut models = new_models();
@@ -1359,6 +1362,7 @@ async fn final_checkpoint_in_small_pieces(backend: Backend) {
     };
     let cfg = ShardConfig {
         checkpoint_chunk_bytes: 64,
+        checkpoint_piece_interval_ms: 0,
         ..ShardConfig::default()
     };
     let mut models = new_models();
