@@ -1003,10 +1003,10 @@ async fn committer(
             // for more only until the next piece is due.
             let now = Instant::now();
             if now < piece_due {
-                match tokio::time::timeout_at(piece_due.into(), rx.recv_many(&mut items, 64)).await
-                {
-                    Ok(0) => closed = true,
-                    Ok(_) | Err(_) => {}
+                let wait = tokio::time::timeout_at(piece_due.into(), rx.recv_many(&mut items, 64));
+                // 0: closed and drained. A timeout: the piece is due.
+                if let Ok(0) = wait.await {
+                    closed = true;
                 }
             }
             while items.len() < 64 {
