@@ -968,7 +968,7 @@ impl World {
             }
             Reply::Close(e) => self.note(format!("server term {term}: close ({e})")),
             Reply::Later(_) | Reply::Taken => {
-                self.note(format!("server term {term}: unexpected Later"))
+                self.note(format!("server term {term}: unexpected Later or Taken"))
             }
             Reply::Nothing => {
                 if let Some((Decision::Submit(bank, cmd), req)) = decision {

@@ -210,7 +210,7 @@ impl ProbeTable {
     ///
     /// # Panics
     ///
-    /// If `new` is the empty slot `(0, 0)`.
+    /// If `new` is the empty slot `(0, 0)` or the reserved `(0, 1)`.
     pub(crate) fn insert(
         &mut self,
         hash: u64,

@@ -583,9 +583,8 @@ impl Shard {
                 // Woken by one request: let the connections that are
                 // ready to run queue theirs first, so the batch (and the
                 // journal row it becomes) holds what arrived meanwhile
-                // rather than one command. At 50k requests/s over 64
-                // connections, batches were one or two commands each, and
-                // every batch costs a journal row and its own bookkeeping.
+                // rather than that one command; every batch costs a
+                // journal row and its own bookkeeping.
                 tokio::task::yield_now().await;
             }
             while size < self.cfg.batch_size_max {

@@ -44,8 +44,9 @@ impl Sink {
 
     /// Queue `resp` to the writer without waiting. The writer's queue holds
     /// as many responses as the connection may have in flight, so it is
-    /// full only while the client is not reading; then a task waits for
-    /// room (and the in-flight slot stays taken until it has it).
+    /// full only while the writer is behind (a client not reading, or a
+    /// burst of answers the switch gave at once); then a task waits for
+    /// room, and the in-flight slot stays taken until it has it.
     pub fn send(self, resp: BytesMut) {
         let Sink { tx, permit } = self;
         match tx.try_send(resp) {
